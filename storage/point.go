@@ -4,6 +4,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -169,21 +170,66 @@ func fieldsUnique(fields []Field) bool {
 
 // SeriesKey is the canonical key of a series: measurement,tag1=v1,tag2=v2 with
 // tags sorted by key and line-protocol escaping, so that the same series always
-// gets the same key. tags must already be sorted.
+// gets the same key. tags must already be sorted. A backslash is escaped too
+// (line protocol leaves it alone), so that ParseSeriesKey can always split a
+// canonical key back into measurement and tags.
 func SeriesKey(measurement string, tags []Tag) string {
 	n := len(measurement)
 	for _, t := range tags {
 		n += 2 + len(t.Key) + len(t.Value)
 	}
 	b := make([]byte, 0, n+8)
-	b = appendEscaped(b, measurement, ", ")
+	b = appendEscaped(b, measurement, `, \`)
 	for _, t := range tags {
 		b = append(b, ',')
-		b = appendEscaped(b, t.Key, ",= ")
+		b = appendEscaped(b, t.Key, `,= \`)
 		b = append(b, '=')
-		b = appendEscaped(b, t.Value, ",= ")
+		b = appendEscaped(b, t.Value, `,= \`)
 	}
 	return string(b)
+}
+
+// ParseSeriesKey splits a canonical series key (as SeriesKey writes it) into
+// its measurement and tags. ok is false when key is not in canonical form.
+func ParseSeriesKey(key string) (measurement string, tags []Tag, ok bool) {
+	// next reads one escaped token up to an unescaped byte in stops.
+	next := func(i int, stops string) (tok string, end int, ok bool) {
+		var b []byte
+		for ; i < len(key); i++ {
+			c := key[i]
+			if c == '\\' {
+				if i+1 == len(key) {
+					return "", 0, false
+				}
+				i++
+				b = append(b, key[i])
+				continue
+			}
+			if strings.IndexByte(stops, c) >= 0 {
+				break
+			}
+			b = append(b, c)
+		}
+		return string(b), i, true
+	}
+	measurement, i, ok := next(0, ",")
+	if !ok || measurement == "" {
+		return "", nil, false
+	}
+	for i < len(key) {
+		var k, v string
+		if k, i, ok = next(i+1, ",="); !ok || k == "" || i == len(key) || key[i] != '=' {
+			return "", nil, false
+		}
+		if v, i, ok = next(i+1, ",="); !ok || (i < len(key) && key[i] == '=') {
+			return "", nil, false
+		}
+		tags = append(tags, Tag{Key: k, Value: v})
+	}
+	if !tagsSortedUnique(tags) {
+		return "", nil, false
+	}
+	return measurement, tags, true
 }
 
 func appendEscaped(b []byte, s, special string) []byte {
