@@ -1,0 +1,299 @@
+package wal
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// batch is the unit of group commit: the records queued while the previous
+// batch was being written, framed in one buffer, written with one write and
+// made durable with one fsync.
+type batch struct {
+	buf   []byte
+	first Position // may change until written: see renumber
+	n     int
+	done  chan struct{} // closed once written (and synced under SyncAlways) or failed
+	err   error
+}
+
+// maxSpare bounds the buffer kept for reuse between batches.
+const maxSpare = 4 << 20
+
+// Append appends one record and returns its position once the record is
+// durable under the sync policy. rec is copied before Append returns.
+func (l *Log) Append(rec []byte) (Position, error) {
+	return l.AppendBatch([][]byte{rec})
+}
+
+// AppendBatch appends records at the contiguous positions last-len(recs)+1
+// .. last, all or none. With no records it returns 0 and no error.
+func (l *Log) AppendBatch(recs [][]byte) (last Position, err error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	for i, r := range recs {
+		if len(r) > l.opts.MaxRecordSize {
+			return 0, fmt.Errorf("wal: record %d of the batch is %d bytes, over the maximum record size of %d: split it or raise MaxRecordSize", i, len(r), l.opts.MaxRecordSize)
+		}
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	b := l.pending
+	if b.n == 0 {
+		b.first = l.nextPos
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	}
+	idx := b.n
+	for _, r := range recs {
+		b.buf = appendRecord(b.buf, l.nextPos, r)
+		l.nextPos++
+	}
+	b.n += len(recs)
+	l.mu.Unlock()
+	<-b.done
+	if b.err != nil {
+		return 0, b.err
+	}
+	return b.first + Position(idx+len(recs)-1), nil
+}
+
+// run is the flusher: it writes each batch as it forms, syncs under
+// SyncInterval and rotates old segments while the log is idle.
+func (l *Log) run() {
+	defer close(l.done)
+	var syncTick, ageTick <-chan time.Time
+	if l.opts.Sync == SyncInterval {
+		t := time.NewTicker(l.opts.SyncInterval)
+		defer t.Stop()
+		syncTick = t.C
+	}
+	if l.opts.MaxSegmentAge > 0 {
+		t := time.NewTicker(max(l.opts.MaxSegmentAge/8, time.Millisecond))
+		defer t.Stop()
+		ageTick = t.C
+	}
+	for {
+		select {
+		case <-l.kick:
+			l.flush()
+		case <-syncTick:
+			l.syncIdle()
+		case <-ageTick:
+			l.rotateIfOld()
+		case <-l.quit:
+			l.flush()
+			return
+		}
+	}
+}
+
+func (l *Log) flush() {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.mu.Lock()
+	b := l.pending
+	if b.n == 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.pending = &batch{buf: l.spare, done: make(chan struct{})}
+	l.spare = nil
+	l.mu.Unlock()
+
+	off := int64(0)
+	err := l.write(b, &off)
+
+	l.mu.Lock()
+	if err == nil {
+		last := b.first + Position(b.n) - 1
+		l.activeSeg.addRecords(b.first, b.n, off, off+int64(len(b.buf)))
+		l.publishLocked(last)
+	} else {
+		b.err = err
+		l.writeErrors.Add(1)
+		// The failed batch's positions go to the records queued behind it,
+		// so that no position is handed out for a record that is not there.
+		if p := l.pending; p.n > 0 {
+			p.first = b.first
+			renumber(p.buf, p.first)
+		}
+		l.nextPos = b.first + Position(l.pending.n)
+	}
+	if cap(b.buf) <= maxSpare {
+		l.spare = b.buf[:0]
+	}
+	l.mu.Unlock()
+	close(b.done)
+}
+
+// write puts b in the active segment, rotating first when needed, and
+// syncs under SyncAlways. On failure the segment is abandoned: the next
+// batch goes to a fresh segment. off receives the batch's offset.
+func (l *Log) write(b *batch, off *int64) error {
+	now := time.Now()
+	if l.active != nil {
+		s := l.activeSeg
+		full := s.records > 0 && s.size+int64(len(b.buf)) > l.opts.MaxSegmentSize
+		old := l.opts.MaxSegmentAge > 0 && s.records > 0 && now.Sub(l.activeBorn) >= l.opts.MaxSegmentAge
+		if full || old || b.first != max(s.last, s.first-1)+1 {
+			l.seal()
+		}
+	}
+	if l.active == nil {
+		if err := l.create(b.first, b.first-1); err != nil {
+			return err
+		}
+	}
+	s := l.activeSeg
+	*off = s.size
+	n, err := l.active.Write(b.buf)
+	if err == nil && n != len(b.buf) {
+		err = fmt.Errorf("short write of %d of %d bytes", n, len(b.buf))
+	}
+	if err != nil {
+		l.abandon()
+		return fmt.Errorf("wal: write %d records (%d bytes) to %s: %w", b.n, len(b.buf), l.path(s.name), err)
+	}
+	l.dirty = true
+	if l.opts.Sync == SyncAlways {
+		if err := l.fsync(); err != nil {
+			l.abandon()
+			return fmt.Errorf("wal: fsync %s after writing %d records: %w", l.path(s.name), b.n, err)
+		}
+	}
+	return nil
+}
+
+// create starts a new active segment at first and makes it durable,
+// header and directory entry, before anything is written into it.
+func (l *Log) create(first, prevLast Position) error {
+	seq := l.nextSeq
+	l.nextSeq++ // never reuse a name, even after a failure
+	name := segmentName(seq, first)
+	path := l.path(name)
+	f, err := l.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		l.writeErrors.Add(1)
+		return fmt.Errorf("wal: create segment %s: %w", path, err)
+	}
+	hdr := encodeSegmentHeader(segmentHeader{seq: seq, first: first, prevLast: prevLast})
+	if _, err = f.Write(hdr); err == nil {
+		if err = l.timedSync(f); err == nil {
+			err = l.fs.SyncDir(l.dir)
+		}
+	}
+	if err != nil {
+		l.writeErrors.Add(1)
+		f.Close()
+		if rerr := l.fs.Remove(path); rerr == nil {
+			l.fs.SyncDir(l.dir)
+		}
+		return fmt.Errorf("wal: create segment %s: %w", path, err)
+	}
+	s := &segment{seq: seq, first: first, prevLast: prevLast, name: name, last: first - 1, size: segmentHeaderSize}
+	l.mu.Lock()
+	l.segs = append(l.segs, s)
+	l.activeSeg = s
+	l.mu.Unlock()
+	l.active, l.activeBorn, l.dirty = f, time.Now(), false
+	return nil
+}
+
+// seal syncs and closes the active segment. A failed fsync here concerns
+// records already acknowledged under SyncInterval or SyncNone: it is
+// logged and counted, and returned to Close.
+func (l *Log) seal() error {
+	if l.active == nil {
+		return nil
+	}
+	var err error
+	if l.dirty {
+		if err = l.fsync(); err != nil {
+			l.writeErrors.Add(1)
+			l.log.Error("wal: fsync failed while sealing a segment; records acknowledged since the last fsync may be lost on power failure", "file", l.path(l.activeSeg.name), "err", err)
+			err = fmt.Errorf("wal: fsync %s while sealing it: %w", l.path(l.activeSeg.name), err)
+		}
+	}
+	if cerr := l.active.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("wal: close %s: %w", l.path(l.activeSeg.name), cerr)
+	}
+	l.active = nil
+	l.mu.Lock()
+	l.activeSeg = nil
+	l.mu.Unlock()
+	return err
+}
+
+// abandon gives up the active segment after a failed write or fsync. The
+// unacknowledged bytes are cut off when the file system still lets us;
+// when it does not, recovery ignores them because the next segment starts
+// at their positions.
+func (l *Log) abandon() {
+	s := l.activeSeg
+	if err := l.active.Truncate(s.size); err == nil {
+		l.active.Sync()
+	}
+	l.active.Close()
+	l.active, l.dirty = nil, false
+	l.mu.Lock()
+	l.activeSeg = nil
+	l.mu.Unlock()
+}
+
+func (l *Log) fsync() error {
+	if err := l.timedSync(l.active); err != nil {
+		return err
+	}
+	l.dirty = false
+	return nil
+}
+
+func (l *Log) timedSync(f File) error {
+	start := time.Now()
+	err := f.Sync()
+	d := time.Since(start)
+	l.fsyncs.Add(1)
+	l.fsyncNanos.Add(int64(d))
+	l.lastFsync.Store(int64(d))
+	for {
+		m := l.maxFsync.Load()
+		if int64(d) <= m || l.maxFsync.CompareAndSwap(m, int64(d)) {
+			break
+		}
+	}
+	if d > l.opts.SlowSync {
+		l.log.Warn("wal: slow fsync", "duration", d, "threshold", l.opts.SlowSync)
+	}
+	return err
+}
+
+// syncIdle is the SyncInterval tick. A failed fsync seals the segment so
+// that writing continues in a fresh one.
+func (l *Log) syncIdle() {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.active == nil || !l.dirty {
+		return
+	}
+	if err := l.fsync(); err != nil {
+		l.writeErrors.Add(1)
+		l.log.Error("wal: background fsync failed; records acknowledged since the last fsync may be lost on power failure; continuing in a new segment", "file", l.path(l.activeSeg.name), "err", err)
+		l.dirty = false
+		l.seal()
+	}
+}
+
+func (l *Log) rotateIfOld() {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.active != nil && l.activeSeg.records > 0 && time.Since(l.activeBorn) >= l.opts.MaxSegmentAge {
+		l.seal()
+	}
+}
