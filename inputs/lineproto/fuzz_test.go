@@ -1,0 +1,65 @@
+package lineproto
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/fpagent/fpagent/storage"
+)
+
+// FuzzParse checks that any input parses without a panic into valid,
+// normalized points, that every line is accounted for, that the caches of a
+// warm parser change nothing, and that nothing refers to the input afterwards.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"cpu,host=server01,region=us-west,dc=dc1 usage_user=12.5,usage_system=3.2,usage_idle=84.3 1700000000000000000\n",
+		"c\\,pu,a\\ b=c\\=d f\\ k=\"s\\\"t\\\\\",i=1i,u=2u,b=t 1\r\n# c\n\nbad\n",
+		"m,t=1,t=2 v=1,v=2\nm,t=1 v=3 -5\n",
+		"m s=\"multi\nline\" 1\nm v=1 99999999999999999999\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in := bytes.Clone(data)
+		m := Meta{Source: "fuzz", Received: time.Unix(1, 0), Precision: time.Millisecond,
+			Tags: []storage.Tag{{Key: "db", Value: "x"}}}
+		cold := newParser()
+		var b1 storage.Batch
+		n, r := cold.parse(&b1, in, &m)
+		if n != len(b1.Points) || r != len(b1.Rejects) {
+			t.Fatalf("counts %d/%d, batch %d/%d", n, r, len(b1.Points), len(b1.Rejects))
+		}
+		lines := bytes.Count(data, []byte{'\n'}) + 1
+		for _, rj := range b1.Rejects {
+			if rj.Line < 1 || rj.Line > lines || rj.Reason == "" {
+				t.Fatalf("reject with line %d of %d, reason %q", rj.Line, lines, rj.Reason)
+			}
+		}
+		json1 := points(t, b1.Points)
+		// A second pass runs on warm caches and must give the same records.
+		var b2 storage.Batch
+		cold.parse(&b2, in, &m)
+		if json2 := points(t, b2.Points); !bytes.Equal(json1, json2) || len(b2.Rejects) != r {
+			t.Fatalf("warm parse differs:\n%s\n%s", json1, json2)
+		}
+		for i := range in {
+			in[i] = '#'
+		}
+		if again := points(t, b1.Points); !bytes.Equal(json1, again) {
+			t.Fatalf("points changed with the input buffer")
+		}
+	})
+}
+
+func points(t *testing.T, ps []storage.Point) []byte {
+	t.Helper()
+	var out []byte
+	for _, p := range ps {
+		checkPoint(t, p)
+		out = append(p.AppendJSON(out), ' ')
+		out = append(out, p.Key...)
+		out = append(out, '\n')
+	}
+	return out
+}

@@ -1,0 +1,111 @@
+package lineproto
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fpagent/fpagent/storage"
+)
+
+func TestKeysAndPayloadTags(t *testing.T) {
+	f := func(in string, tags []storage.Tag, wantKeys ...string) {
+		t.Helper()
+		var b storage.Batch
+		Parse(&b, []byte(in), Meta{Tags: tags})
+		var got []string
+		for _, p := range b.Points {
+			checkPoint(t, p)
+			got = append(got, p.Key)
+		}
+		if strings.Join(got, "\n") != strings.Join(wantKeys, "\n") {
+			t.Errorf("keys of %q with tags %v:\n got %q\nwant %q", in, tags, got, wantKeys)
+		}
+	}
+	f("cpu,zone=z,host=a v=1 0", nil, "cpu,host=a,zone=z")
+	f("c\\ pu,a\\=b=c\\,d v=1 0", nil, `c\ pu,a\=b=c\,d`)
+	f("c\\pu,t=a\\b v=1 0", nil, `c\\pu,t=a\\b`)
+	db := []storage.Tag{{Key: "db", Value: "telegraf"}}
+	f("cpu,host=a v=1 0", db, "cpu,db=telegraf,host=a")
+	f("cpu,db=mine,host=a v=1 0", db, "cpu,db=telegraf,host=a")
+	// The same series section with and without payload tags must not share
+	// a cache entry.
+	f("cpu,host=a v=1 0\ncpu,host=a v=1 0", nil, "cpu,host=a", "cpu,host=a")
+	f("cpu,host=a v=1 0", db, "cpu,db=telegraf,host=a")
+}
+
+func TestRejectDetails(t *testing.T) {
+	var b storage.Batch
+	long := "cpu v=" + strings.Repeat("x", 3000)
+	in := "cpu v=1 0\r\nbad line\r\n" + long + "\ncpu v=2 1\n"
+	n, r := Parse(&b, []byte(in), Meta{Source: "tcp", Origin: "10.0.0.1:5000", FirstLine: 101,
+		Received: time.Unix(5, 0), MaxRejectBytes: 100})
+	if n != 2 || r != 2 {
+		t.Fatalf("got %d points and %d rejects, want 2 and 2", n, r)
+	}
+	r0, r1 := b.Rejects[0], b.Rejects[1]
+	if r0.Line != 102 || string(r0.Payload) != "bad line" || r0.Source != "tcp" || r0.Origin != "10.0.0.1:5000" || r0.Time != 5e9 {
+		t.Errorf("first reject = %+v", r0)
+	}
+	if r1.Line != 103 || !bytes.Equal(r1.Payload, []byte(long[:100])) || len(r1.Reason) > maxReasonBytes+len("…") {
+		t.Errorf("second reject: line %d, payload %q (%d bytes), reason %d bytes", r1.Line, r1.Payload, len(r1.Payload), len(r1.Reason))
+	}
+}
+
+// TestNothingAliasesInput checks that points and rejects survive the reuse of
+// the input buffer: the decoder's slices are only valid until its next call.
+func TestNothingAliasesInput(t *testing.T) {
+	in := []byte("m\\,x,t=a\\ b s=\"q\\\"z\",v=1i 1\nbad\ncpu,host=h s=\"plain\" 2\n")
+	var b storage.Batch
+	Parse(&b, in, Meta{})
+	var before []byte
+	for _, p := range b.Points {
+		before = p.AppendJSON(before)
+	}
+	rejBefore := string(b.Rejects[0].Payload)
+	for i := range in {
+		in[i] = 'X'
+	}
+	var after []byte
+	for _, p := range b.Points {
+		after = p.AppendJSON(after)
+	}
+	if !bytes.Equal(before, after) || string(b.Rejects[0].Payload) != rejBefore {
+		t.Fatalf("points changed with the input buffer:\n%s\n%s", before, after)
+	}
+}
+
+func TestParsePrecision(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 1, "ns": 1, "n": 1, "us": time.Microsecond, "u": time.Microsecond,
+		"µs": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour} {
+		if got, err := ParsePrecision(in); got != want || err != nil {
+			t.Errorf("ParsePrecision(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"S", "sec", "d", "mm"} {
+		if _, err := ParsePrecision(in); err == nil || !strings.Contains(err.Error(), in) {
+			t.Errorf("ParsePrecision(%q) error = %v, want one naming it", in, err)
+		}
+	}
+}
+
+// TestManyPoints crosses slab boundaries and cache clears.
+func TestManyPoints(t *testing.T) {
+	var buf bytes.Buffer
+	for i := 0; i < 3*seriesMaxEntries; i++ {
+		buf.WriteString("m,id=")
+		buf.WriteString(strings.Repeat("x", i%7))
+		buf.WriteString(string(rune('a' + i%26)))
+		buf.WriteString(time.Duration(i).String())
+		buf.WriteString(" a=1,b=2i,c=\"s\" 1\n")
+	}
+	var b storage.Batch
+	n, r := Parse(&b, buf.Bytes(), Meta{})
+	if n != 3*seriesMaxEntries || r != 0 {
+		t.Fatalf("got %d points, %d rejects", n, r)
+	}
+	for _, p := range b.Points {
+		checkPoint(t, p)
+	}
+}
