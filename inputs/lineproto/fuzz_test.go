@@ -2,6 +2,7 @@ package lineproto
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -21,6 +22,9 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// A hang is a finding too: crash the worker so that the input is kept.
+		hung := time.AfterFunc(10*time.Second, func() { panic(fmt.Sprintf("parsing %d bytes took over 10s", len(data))) })
+		defer hung.Stop()
 		in := bytes.Clone(data)
 		m := Meta{Source: "fuzz", Received: time.Unix(1, 0), Precision: time.Millisecond,
 			Tags: []storage.Tag{{Key: "db", Value: "x"}}}

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -184,10 +185,15 @@ func (p *parser) entry(dec *lineprotocol.Decoder, data []byte, pt *storage.Point
 		p.tags, p.fields = p.tags[:t0], p.fields[:f0]
 		return le
 	}
+	fields := p.fields[f0:]
+	if len(fields) > 16 {
+		fields = dedupeFields(fields)
+		p.fields = p.fields[:f0+len(fields)]
+	}
 	f1 := len(p.fields)
 	pt.Fields = p.fields[f0:f1:f1]
 	// Tags are sorted and unique and Key is set, so Normalize only resolves
-	// duplicate field keys, exactly as the store expects.
+	// duplicate field keys of short lines, exactly as the store expects.
 	pt.Normalize()
 	return nil
 }
@@ -418,6 +424,26 @@ func parseTime(b []byte, unit int64) (int64, string) {
 	return t * unit, ""
 }
 
+// dedupeFields keeps the last of fields with the same key, in the order
+// storage.Point.Normalize keeps them, in linear time: Normalize compares
+// every pair, which a line of many thousand fields would make slow.
+func dedupeFields(fields []storage.Field) []storage.Field {
+	last := make(map[string]int, len(fields))
+	for i, f := range fields {
+		last[f.Key] = i
+	}
+	if len(last) == len(fields) {
+		return fields
+	}
+	out := fields[:0]
+	for i, f := range fields {
+		if last[f.Key] == i {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // sortTags sorts tags by key (insertion sort: lines have a few tags, often
 // sorted already) and resolves duplicate keys as the store does, the last one
 // winning. It returns the unique tags, a prefix of tags.
@@ -432,10 +458,15 @@ func sortTags(tags []storage.Tag) []storage.Tag {
 	if sorted {
 		return tags
 	}
-	for i := 1; i < len(tags); i++ {
-		for j := i; j > 0 && tags[j-1].Key > tags[j].Key; j-- {
-			tags[j-1], tags[j] = tags[j], tags[j-1]
+	if len(tags) <= 16 {
+		for i := 1; i < len(tags); i++ {
+			for j := i; j > 0 && tags[j-1].Key > tags[j].Key; j-- {
+				tags[j-1], tags[j] = tags[j], tags[j-1]
+			}
 		}
+	} else {
+		// Stable, so that the last of equal keys stays last.
+		sort.SliceStable(tags, func(i, j int) bool { return tags[i].Key < tags[j].Key })
 	}
 	out := tags[:0]
 	for i, t := range tags {

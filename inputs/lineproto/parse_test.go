@@ -2,6 +2,7 @@ package lineproto
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +109,34 @@ func TestManyPoints(t *testing.T) {
 	for _, p := range b.Points {
 		checkPoint(t, p)
 	}
+}
+
+// TestWideLines keeps lines of many tags and fields linear and normalized.
+func TestWideLines(t *testing.T) {
+	var buf bytes.Buffer
+	buf.WriteString("m")
+	for i := 0; i < 20000; i++ {
+		buf.WriteString(",t" + strings.Repeat("x", i%5) + "=" + strconv.Itoa(i))
+	}
+	buf.WriteString(" ")
+	for i := 0; i < 20000; i++ {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteString("f" + strings.Repeat("y", i%5) + "=" + strconv.Itoa(i) + "i")
+	}
+	buf.WriteString(" 1\n")
+	start := time.Now()
+	var b storage.Batch
+	if n, r := Parse(&b, buf.Bytes(), Meta{}); n != 1 || r != 0 {
+		t.Fatalf("got %d points, %d rejects: %v", n, r, b.Rejects)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a line of 20000 tags and fields took %v", d)
+	}
+	p := b.Points[0]
+	if len(p.Tags) != 5 || len(p.Fields) != 5 || p.Fields[0].Value.Int() != 19995 {
+		t.Errorf("got %d tags, %d fields, first %v", len(p.Tags), len(p.Fields), p.Fields[0])
+	}
+	checkPoint(t, p)
 }
