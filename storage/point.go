@@ -320,8 +320,17 @@ func (v Value) AppendJSON(dst []byte) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// appendJSONBytes is appendJSONString for bytes, without a conversion.
+func appendJSONBytes(dst []byte, s []byte) []byte {
+	return appendJSON(dst, s)
+}
+
 // appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
 func appendJSONString(dst []byte, s string) []byte {
+	return appendJSON(dst, s)
+}
+
+func appendJSON[S string | []byte](dst []byte, s S) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -348,7 +357,7 @@ func appendJSONString(dst []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := utf8.DecodeRune([]byte(s[i:]))
 		if r == utf8.RuneError && size == 1 {
 			dst = append(dst, s[start:i]...)
 			dst = append(dst, `\ufffd`...)

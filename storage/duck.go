@@ -1,0 +1,308 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"time"
+
+	duckdb "github.com/duckdb/duckdb-go/v2"
+)
+
+// The DuckDB schema. readings is the table people query; underneath, the
+// per-point rows hold only (ts, series_id, fields), and measurement and tags
+// live once per series: appending (ts, key, measurement, tags, fields) per
+// point is about half as fast (see DESIGN.md, "Facts measured").
+//
+// points.fields is VARCHAR holding JSON text, cast to JSON by the view: the
+// driver re-marshals every value appended to a JSON column, which costs more
+// than the rest of the row.
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS series (
+		series_id   UINTEGER PRIMARY KEY,
+		key         VARCHAR NOT NULL UNIQUE,
+		measurement VARCHAR NOT NULL,
+		tags        JSON NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS points (
+		ts        TIMESTAMP_NS NOT NULL,
+		series_id UINTEGER NOT NULL,
+		fields    VARCHAR NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS latest (
+		key    VARCHAR PRIMARY KEY,
+		ts     TIMESTAMP_NS NOT NULL,
+		record JSON NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS dead_letters (
+		received TIMESTAMP_NS NOT NULL,
+		source   VARCHAR NOT NULL,
+		origin   VARCHAR NOT NULL,
+		line     INTEGER NOT NULL,
+		reason   VARCHAR NOT NULL,
+		payload  BLOB NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS flush_checkpoint (
+		id           INTEGER PRIMARY KEY,
+		wal_position UBIGINT NOT NULL,
+		flushed_at   TIMESTAMP NOT NULL)`,
+	`INSERT INTO flush_checkpoint VALUES (1, 0, now()) ON CONFLICT DO NOTHING`,
+	`CREATE OR REPLACE VIEW readings AS
+		SELECT p.ts, s.key, s.measurement, s.tags, p.fields::JSON AS fields
+		FROM points p JOIN series s USING (series_id)`,
+}
+
+// openDuckDB opens the database file with the edge-friendly limits applied to
+// every connection, creates the schema, and returns the pool.
+func openDuckDB(path string, memoryLimit string, threads int) (*sql.DB, error) {
+	q := url.Values{}
+	if memoryLimit != "" {
+		q.Set("memory_limit", memoryLimit)
+	}
+	if threads > 0 {
+		q.Set("threads", strconv.Itoa(threads))
+	}
+	dsn := path
+	if len(q) > 0 {
+		dsn += "?" + q.Encode()
+	}
+	connector, err := duckdb.NewConnector(dsn, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open DuckDB database %s: %w", path, err)
+	}
+	db := sql.OpenDB(connector)
+	for _, stmt := range schema {
+		if _, err := db.Exec(stmt); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("create DuckDB schema in %s: %w", path, err)
+		}
+	}
+	return db, nil
+}
+
+// seriesInfo is what the flusher knows of one series.
+type seriesInfo struct {
+	id          uint32
+	key         string
+	measurement string
+	tagsJSON    []byte
+	// maxFlushed is the newest timestamp of this series in DuckDB, or a
+	// value at least as large: a point at or below it may be a rewrite of a
+	// stored point and takes the slow path (delete, then append).
+	maxFlushed int64
+	// batchGen and batchMax track the newest timestamp in the flush being
+	// built, to find points written twice within one flush.
+	batchGen uint64
+	batchMax int64
+	latest   int // index into the flush's latest rows, valid for batchGen
+}
+
+// loadSeries reads every series and the newest timestamp stored; the
+// latter stands in for each series' own maximum until the series is flushed.
+func loadSeries(ctx context.Context, db *sql.DB) (map[string]*seriesInfo, uint32, error) {
+	var maxTS sql.NullTime
+	if err := db.QueryRowContext(ctx, `SELECT max(ts) FROM points`).Scan(&maxTS); err != nil {
+		return nil, 0, fmt.Errorf("read newest point time: %w", err)
+	}
+	floor := int64(math.MinInt64)
+	if maxTS.Valid {
+		floor = maxTS.Time.UnixNano()
+	}
+	rows, err := db.QueryContext(ctx, `SELECT series_id, key, measurement, tags::VARCHAR FROM series`)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read series: %w", err)
+	}
+	defer rows.Close()
+	m := make(map[string]*seriesInfo)
+	var next uint32 = 1
+	for rows.Next() {
+		s := &seriesInfo{maxFlushed: floor}
+		var tags string
+		if err := rows.Scan(&s.id, &s.key, &s.measurement, &tags); err != nil {
+			return nil, 0, fmt.Errorf("read series: %w", err)
+		}
+		s.tagsJSON = []byte(tags)
+		m[s.key] = s
+		next = max(next, s.id+1)
+	}
+	return m, next, rows.Err()
+}
+
+func readCheckpoint(ctx context.Context, db *sql.DB) (uint64, error) {
+	var pos uint64
+	err := db.QueryRowContext(ctx, `SELECT wal_position FROM flush_checkpoint WHERE id = 1`).Scan(&pos)
+	if err != nil {
+		return 0, fmt.Errorf("read flush checkpoint: %w", err)
+	}
+	return pos, nil
+}
+
+// writer owns the one connection the flusher writes through.
+type writer struct {
+	conn *sql.Conn
+}
+
+func newWriter(ctx context.Context, db *sql.DB) (*writer, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, stmt := range []string{
+		`CREATE TEMP TABLE IF NOT EXISTS latest_stage (key VARCHAR, ts TIMESTAMP_NS, record VARCHAR)`,
+		`CREATE TEMP TABLE IF NOT EXISTS rewrite_stage (series_id UINTEGER, ts TIMESTAMP_NS)`,
+	} {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("prepare flush connection: %w", err)
+		}
+	}
+	return &writer{conn: conn}, nil
+}
+
+func (w *writer) close() error { return w.conn.Close() }
+
+// commit writes one flush in a single transaction: new series, rewritten
+// points removed, points appended, latest upserted, dead letters, and the
+// checkpoint. Either all of it is in DuckDB afterwards, or none of it.
+func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
+	if _, err := w.conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
+		return fmt.Errorf("begin flush transaction: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if _, rbErr := w.conn.ExecContext(context.Background(), "ROLLBACK"); rbErr != nil {
+				err = errors.Join(err, fmt.Errorf("roll back flush: %w", rbErr))
+			}
+		}
+	}()
+	err = w.conn.Raw(func(dc any) error {
+		conn, ok := dc.(driver.Conn)
+		if !ok {
+			return fmt.Errorf("unexpected DuckDB driver connection %T", dc)
+		}
+		return w.appendAll(conn, fb)
+	})
+	if err != nil {
+		return err
+	}
+	if len(fb.rewrites) > 0 {
+		if _, err := w.conn.ExecContext(ctx, `DELETE FROM points USING rewrite_stage r
+			WHERE points.series_id = r.series_id AND points.ts = r.ts
+			AND points.ts BETWEEN ? AND ?`, time.Unix(0, fb.rewriteMin).UTC(), time.Unix(0, fb.rewriteMax).UTC()); err != nil {
+			return fmt.Errorf("remove rewritten points: %w", err)
+		}
+	}
+	if err := w.conn.Raw(func(dc any) error { return appendPoints(dc.(driver.Conn), fb) }); err != nil {
+		return err
+	}
+	if len(fb.latest) > 0 {
+		if _, err := w.conn.ExecContext(ctx, `INSERT INTO latest
+			SELECT key, ts, record::JSON FROM latest_stage WHERE true
+			ON CONFLICT (key) DO UPDATE SET ts = excluded.ts, record = excluded.record
+			WHERE excluded.ts >= latest.ts`); err != nil {
+			return fmt.Errorf("update latest: %w", err)
+		}
+	}
+	for _, stmt := range []string{`DELETE FROM latest_stage`, `DELETE FROM rewrite_stage`} {
+		if _, err := w.conn.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("clear flush staging: %w", err)
+		}
+	}
+	if _, err := w.conn.ExecContext(ctx, `UPDATE flush_checkpoint SET wal_position = ?, flushed_at = now() WHERE id = 1`, fb.lastPos); err != nil {
+		return fmt.Errorf("write flush checkpoint: %w", err)
+	}
+	if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("commit flush: %w", err)
+	}
+	return nil
+}
+
+// appendAll appends everything but the points: they must follow the removal
+// of the points they rewrite.
+func (w *writer) appendAll(conn driver.Conn, fb *flushBatch) error {
+	if len(fb.newSeries) > 0 {
+		err := withAppender(conn, "series", func(a *duckdb.Appender) error {
+			for _, s := range fb.newSeries {
+				if err := a.AppendRow(s.id, s.key, s.measurement, json.RawMessage(s.tagsJSON)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("append new series: %w", err)
+		}
+	}
+	if len(fb.rewrites) > 0 {
+		err := withAppender(conn, "rewrite_stage", func(a *duckdb.Appender) error {
+			for _, r := range fb.rewrites {
+				if err := a.AppendRow(r.id, time.Unix(0, r.ts).UTC()); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("stage rewritten points: %w", err)
+		}
+	}
+	if len(fb.latest) > 0 {
+		err := withAppender(conn, "latest_stage", func(a *duckdb.Appender) error {
+			for _, l := range fb.latest {
+				if err := a.AppendRow(l.series.key, time.Unix(0, l.ts).UTC(), fb.arena[l.rec.off:l.rec.end]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("stage latest records: %w", err)
+		}
+	}
+	if len(fb.rejects) > 0 {
+		err := withAppender(conn, "dead_letters", func(a *duckdb.Appender) error {
+			for _, r := range fb.rejects {
+				if err := a.AppendRow(time.Unix(0, r.Time).UTC(), r.Source, r.Origin, int32(min(r.Line, math.MaxInt32)), r.Reason, r.Payload); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("append dead letters: %w", err)
+		}
+	}
+	return nil
+}
+
+func appendPoints(conn driver.Conn, fb *flushBatch) error {
+	err := withAppender(conn, "points", func(a *duckdb.Appender) error {
+		for i := range fb.rows {
+			r := &fb.rows[i]
+			if r.dead {
+				continue
+			}
+			if err := a.AppendRow(time.Unix(0, r.ts).UTC(), r.series, fb.arena[r.fields.off:r.fields.end]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append points: %w", err)
+	}
+	return nil
+}
+
+func withAppender(conn driver.Conn, table string, fn func(*duckdb.Appender) error) error {
+	a, err := duckdb.NewAppenderFromConn(conn, "", table)
+	if err != nil {
+		return err
+	}
+	if err := fn(a); err != nil {
+		return errors.Join(err, a.Close())
+	}
+	return a.Close()
+}

@@ -1,0 +1,214 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// span is a slice of the flush arena.
+type span struct{ off, end int }
+
+// row is one point on its way into the points table.
+type row struct {
+	ts     int64
+	series uint32
+	fields span
+	dead   bool // rewritten by a later point of the same flush
+}
+
+type rewrite struct {
+	id uint32
+	ts int64
+}
+
+type latestRow struct {
+	series *seriesInfo
+	ts     int64
+	rec    span
+}
+
+// flushBatch is one flush transaction being built from WAL records. It is
+// reused from flush to flush so that a steady flow allocates little.
+type flushBatch struct {
+	gen        uint64
+	arena      []byte
+	rows       []row
+	rewrites   []rewrite
+	rewriteMin int64
+	rewriteMax int64
+	latest     []latestRow
+	newSeries  []*seriesInfo
+	touched    []*seriesInfo
+	rejects    []Reject
+	records    int    // WAL records in the batch
+	firstPos   uint64 // first WAL position in the batch
+	lastPos    uint64 // the checkpoint this flush writes
+	firstTime  time.Time
+	// index finds earlier rows of this flush by (series, ts); built only
+	// when a series goes back in time within one flush.
+	index map[rewrite]int
+	raw   rawPoint
+}
+
+func (fb *flushBatch) reset(gen uint64) {
+	fb.gen = gen
+	fb.arena = fb.arena[:0]
+	fb.rows = fb.rows[:0]
+	fb.rewrites = fb.rewrites[:0]
+	fb.rewriteMin, fb.rewriteMax = math.MaxInt64, math.MinInt64
+	fb.latest = fb.latest[:0]
+	fb.newSeries = fb.newSeries[:0]
+	fb.touched = fb.touched[:0]
+	fb.rejects = fb.rejects[:0]
+	fb.records, fb.firstPos, fb.lastPos = 0, 0, 0
+	fb.index = nil
+}
+
+// seriesTable is the flusher's view of the series table.
+type seriesTable struct {
+	byKey  map[string]*seriesInfo
+	nextID uint32
+}
+
+// add decodes one WAL record into the batch.
+func (fb *flushBatch) add(rec []byte, pos uint64, st *seriesTable) error {
+	d := decoder{b: rec}
+	d.batchHeader()
+	n := d.count("point count", 4)
+	for i := 0; i < n && d.err == nil; i++ {
+		d.point(&fb.raw)
+		if d.err != nil {
+			break
+		}
+		if err := fb.addPoint(&fb.raw, st); err != nil {
+			return fmt.Errorf("WAL record %d: %w", pos, err)
+		}
+	}
+	nr := d.count("reject count", 6)
+	for i := 0; i < nr && d.err == nil; i++ {
+		fb.rejects = append(fb.rejects, d.reject())
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", errCorruptRecord, len(d.b))
+	}
+	if d.err != nil {
+		return fmt.Errorf("WAL record %d: %w", pos, d.err)
+	}
+	if fb.records == 0 {
+		fb.firstPos = pos
+	}
+	fb.records++
+	fb.lastPos = pos
+	return nil
+}
+
+func (fb *flushBatch) addPoint(p *rawPoint, st *seriesTable) error {
+	s := st.byKey[string(p.key)]
+	if s == nil {
+		var err error
+		if s, err = st.create(p); err != nil {
+			return err
+		}
+		fb.newSeries = append(fb.newSeries, s)
+	}
+	if s.batchGen != fb.gen {
+		s.batchGen, s.batchMax, s.latest = fb.gen, math.MinInt64, -1
+		fb.touched = append(fb.touched, s)
+	}
+	// A point at or before the newest one of its series in this flush may
+	// rewrite one of them: the later write wins.
+	if p.time <= s.batchMax {
+		if fb.index == nil {
+			fb.index = make(map[rewrite]int, len(fb.rows))
+			for i, r := range fb.rows {
+				fb.index[rewrite{r.series, r.ts}] = i
+			}
+		}
+		if i, ok := fb.index[rewrite{s.id, p.time}]; ok {
+			fb.rows[i].dead = true
+		}
+	}
+	// A point at or before the newest one already in DuckDB may rewrite a
+	// stored point: it is removed in the flush transaction first.
+	if p.time <= s.maxFlushed {
+		fb.rewrites = append(fb.rewrites, rewrite{s.id, p.time})
+		fb.rewriteMin = min(fb.rewriteMin, p.time)
+		fb.rewriteMax = max(fb.rewriteMax, p.time)
+	}
+	start := len(fb.arena)
+	fb.arena = appendFieldsJSONRaw(fb.arena, p.fields, p.nfields)
+	fields := span{start, len(fb.arena)}
+	if fb.index != nil {
+		fb.index[rewrite{s.id, p.time}] = len(fb.rows)
+	}
+	fb.rows = append(fb.rows, row{ts: p.time, series: s.id, fields: fields})
+	s.batchMax = max(s.batchMax, p.time)
+
+	// latest keeps the newest point per key; on equal times the later write.
+	if s.latest < 0 || p.time >= fb.latest[s.latest].ts {
+		start := len(fb.arena)
+		fb.arena = appendRecordJSON(fb.arena, s, fb.arena[fields.off:fields.end], p.time)
+		l := latestRow{series: s, ts: p.time, rec: span{start, len(fb.arena)}}
+		if s.latest < 0 {
+			s.latest = len(fb.latest)
+			fb.latest = append(fb.latest, l)
+		} else {
+			fb.latest[s.latest] = l
+		}
+	}
+	return nil
+}
+
+// create makes a series for a key the table has not seen.
+func (st *seriesTable) create(p *rawPoint) (*seriesInfo, error) {
+	if st.nextID == math.MaxUint32 {
+		return nil, errors.New("series table is full (4294967295 series)")
+	}
+	s := &seriesInfo{id: st.nextID, key: string(p.key), maxFlushed: math.MinInt64}
+	if p.canonical {
+		m, tags, ok := ParseSeriesKey(s.key)
+		if !ok {
+			return nil, fmt.Errorf("%w: key %q is not canonical", errCorruptRecord, s.key)
+		}
+		s.measurement = m
+		s.tagsJSON = AppendTagsJSON(nil, tags)
+	} else {
+		s.measurement = string(p.measurement)
+		s.tagsJSON = append(s.tagsJSON, '{')
+		for i, t := range p.tags {
+			if i > 0 {
+				s.tagsJSON = append(s.tagsJSON, ',')
+			}
+			s.tagsJSON = appendJSONBytes(s.tagsJSON, t[0])
+			s.tagsJSON = append(s.tagsJSON, ':')
+			s.tagsJSON = appendJSONBytes(s.tagsJSON, t[1])
+		}
+		s.tagsJSON = append(s.tagsJSON, '}')
+	}
+	st.nextID++
+	st.byKey[s.key] = s
+	return s, nil
+}
+
+// appendRecordJSON builds the JSON record of a point from its series and
+// its fields already rendered; it matches Point.AppendJSON byte for byte.
+func appendRecordJSON(dst []byte, s *seriesInfo, fields []byte, ts int64) []byte {
+	dst = append(dst, `{"measurement":`...)
+	dst = appendJSONString(dst, s.measurement)
+	dst = append(dst, `,"tags":`...)
+	dst = append(dst, s.tagsJSON...)
+	dst = append(dst, `,"fields":`...)
+	dst = append(dst, fields...)
+	dst = append(dst, `,"time":"`...)
+	dst = time.Unix(0, ts).UTC().AppendFormat(dst, time.RFC3339Nano)
+	return append(dst, `"}`...)
+}
+
+// committed updates the series table once the flush is in DuckDB.
+func (fb *flushBatch) committed() {
+	for _, s := range fb.touched {
+		s.maxFlushed = max(s.maxFlushed, s.batchMax)
+	}
+}

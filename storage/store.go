@@ -1,0 +1,730 @@
+// Package storage is fpagent's WAL-first store: every batch is made durable in
+// the write-ahead log before it is acknowledged, is readable at once from a
+// bounded cache of the latest record per key, and reaches DuckDB in batches,
+// exactly once, whatever crashes.
+//
+// The WAL is the queue. One flusher goroutine reads it from the checkpoint
+// kept in DuckDB and commits each batch of points together with the WAL
+// position it reached in one transaction; segments wholly below the
+// checkpoint are then deleted. Recovery after a crash is the same flusher
+// catching up. Unflushed data lives on disk, so memory does not grow with the
+// backlog; when the backlog reaches its disk budget, stores push back.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fpagent/fpagent/wal"
+)
+
+// Config configures a Store. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	BaseDir       string         // WAL directory (the seed's base_dir); default "./storage"
+	MaxWALSize    int64          // rotate a WAL segment at this size (max_wal_size); default 10 MiB
+	MaxWALAge     time.Duration  // rotate a WAL segment at this age (max_wal_age_seconds); default 300s
+	BatchSize     int            // flush once this many readings are pending (batch_size); default 1000
+	FlushInterval time.Duration  // flush at least this often when anything is pending; default 30s
+	MaxFlushRows  int            // readings in one flush transaction at most; default 250000
+	Sync          wal.SyncPolicy // "always" (default), "interval" or "none"
+	SyncInterval  time.Duration  // with Sync "interval"; default 100ms
+	CacheMaxKeys  int            // keys held in the cache; default 100000
+	DiskBudget    int64          // unflushed WAL bytes before stores push back; default 1 GiB
+	StoreTimeout  time.Duration  // how long a store waits under backpressure; default 5s
+	MemoryLimit   string         // DuckDB memory_limit; default "256MB"
+	Threads       int            // DuckDB threads; default 2
+	Logger        *slog.Logger   // nil: discard
+	Registerer    prometheus.Registerer
+
+	// flushHook, when set (tests only), runs before each flush transaction;
+	// an error fails the flush as DuckDB would.
+	flushHook func() error
+}
+
+// DefaultConfig returns the defaults, the seed's where it had them.
+func DefaultConfig() Config {
+	return Config{
+		BaseDir:       "./storage",
+		MaxWALSize:    10 << 20,
+		MaxWALAge:     300 * time.Second,
+		BatchSize:     1000,
+		FlushInterval: 30 * time.Second,
+		MaxFlushRows:  250000,
+		Sync:          wal.SyncAlways,
+		SyncInterval:  100 * time.Millisecond,
+		CacheMaxKeys:  100000,
+		DiskBudget:    1 << 30,
+		StoreTimeout:  5 * time.Second,
+		MemoryLimit:   "256MB",
+		Threads:       2,
+	}
+}
+
+func (c *Config) applyDefaults() {
+	d := DefaultConfig()
+	if c.BaseDir == "" {
+		c.BaseDir = d.BaseDir
+	}
+	if c.MaxWALSize <= 0 {
+		c.MaxWALSize = d.MaxWALSize
+	}
+	if c.MaxWALAge <= 0 {
+		c.MaxWALAge = d.MaxWALAge
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = d.BatchSize
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = d.FlushInterval
+	}
+	if c.MaxFlushRows <= 0 {
+		c.MaxFlushRows = d.MaxFlushRows
+	}
+	if c.Sync == "" {
+		c.Sync = d.Sync
+	}
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = d.SyncInterval
+	}
+	if c.CacheMaxKeys <= 0 {
+		c.CacheMaxKeys = d.CacheMaxKeys
+	}
+	if c.DiskBudget <= 0 {
+		c.DiskBudget = d.DiskBudget
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = d.StoreTimeout
+	}
+	if c.MemoryLimit == "" {
+		c.MemoryLimit = d.MemoryLimit
+	}
+	if c.Threads <= 0 {
+		c.Threads = d.Threads
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Store is the WAL-first store. Its methods are safe for concurrent use.
+type Store struct {
+	cfg    Config
+	dbPath string
+	log    *slog.Logger
+	wal    *wal.Log
+	db     *sql.DB
+	cache  *cache
+
+	// inflight counts stores under way, so Close waits for them.
+	inflight sync.WaitGroup
+	closeMu  sync.RWMutex
+	closed   bool
+
+	checkpoint atomic.Uint64 // WAL position DuckDB has everything up to
+	ready      atomic.Bool   // recovery is done
+	kick       chan struct{} // wakes the flusher
+	stop       chan struct{} // closed by Close
+	abandoned  atomic.Bool   // tests: stop without the final flush, as a crash would
+	done       chan struct{} // closed when the flusher has exited
+
+	// flushed is closed and replaced after every flush attempt; waiters
+	// (backpressure, ForceFlush, Get) re-check their condition then.
+	flushMu     sync.Mutex
+	flushed     chan struct{}
+	lastFlush   flushResult
+	flushErr    error
+	pendingPts  atomic.Int64 // readings stored since the last flush started
+	ages        ageTrack
+	counters    counters
+	recoveredAt time.Time
+}
+
+type flushResult struct {
+	at       time.Time
+	duration time.Duration
+	points   int
+	records  int
+}
+
+type counters struct {
+	storedPoints  atomic.Uint64
+	storedBatches atomic.Uint64
+	flushedPoints atomic.Uint64
+	flushes       atomic.Uint64
+	flushErrors   atomic.Uint64
+	deadLetters   atomic.Uint64
+	rewrites      atomic.Uint64
+	backpressure  atomic.Uint64
+	storeErrors   atomic.Uint64
+	series        atomic.Int64
+}
+
+// Open opens (or creates) the store: the WAL in cfg.BaseDir and the DuckDB
+// database at dbPath. Anything the WAL holds beyond DuckDB's checkpoint is
+// flushed in the background; Ready tells when that is done. Stores are
+// accepted at once.
+func Open(dbPath string, cfg Config) (*Store, error) {
+	cfg.applyDefaults()
+	if err := os.MkdirAll(filepath.Dir(dbPath), 0o750); err != nil {
+		return nil, fmt.Errorf("create directory for %s: %w", dbPath, err)
+	}
+	// The WAL first: its lock keeps a second agent away from the database too.
+	log, err := wal.Open(cfg.BaseDir, wal.Options{
+		MaxSegmentSize: cfg.MaxWALSize,
+		MaxSegmentAge:  cfg.MaxWALAge,
+		Sync:           cfg.Sync,
+		SyncInterval:   cfg.SyncInterval,
+		Logger:         cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open WAL: %w", err)
+	}
+	db, err := openDuckDB(dbPath, cfg.MemoryLimit, cfg.Threads)
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	s := &Store{
+		cfg:     cfg,
+		dbPath:  dbPath,
+		log:     cfg.Logger,
+		wal:     log,
+		db:      db,
+		cache:   newCache(cfg.CacheMaxKeys),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		flushed: make(chan struct{}),
+	}
+	ctx := context.Background()
+	cp, err := readCheckpoint(ctx, db)
+	if err == nil && uint64(log.LastPosition()) < cp {
+		// DuckDB has records the WAL lost (sync=none and a power loss):
+		// never hand out their positions again, or the flusher would skip
+		// the new records as already flushed.
+		s.log.Warn("WAL ends before the DuckDB checkpoint; continuing after the checkpoint",
+			"wal_last_position", log.LastPosition(), "checkpoint", cp)
+		err = log.AdvanceTo(wal.Position(cp))
+	}
+	if err != nil {
+		db.Close()
+		log.Close()
+		return nil, err
+	}
+	s.checkpoint.Store(cp)
+	st, w, err := s.openFlushState(ctx)
+	if err != nil {
+		db.Close()
+		log.Close()
+		return nil, err
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(s); err != nil {
+			w.close()
+			db.Close()
+			log.Close()
+			return nil, fmt.Errorf("register storage metrics: %w", err)
+		}
+	}
+	go s.flusher(st, w)
+	return s, nil
+}
+
+// openFlushState loads the series table and opens the writer connection.
+func (s *Store) openFlushState(ctx context.Context) (*seriesTable, *writer, error) {
+	byKey, next, err := loadSeries(ctx, s.db)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.counters.series.Store(int64(len(byKey)))
+	w, err := newWriter(ctx, s.db)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &seriesTable{byKey: byKey, nextID: next}, w, nil
+}
+
+// Ready reports whether recovery is done, and if not, why.
+func (s *Store) Ready() (bool, string) {
+	if s.ready.Load() {
+		return true, ""
+	}
+	behind, _ := s.wal.Behind(wal.Position(s.checkpoint.Load()))
+	return false, fmt.Sprintf("recovering: %d WAL records behind the DuckDB checkpoint", behind)
+}
+
+// Store stores one point; see WriteBatch.
+func (s *Store) Store(ctx context.Context, p Point) error {
+	return s.WriteBatch(ctx, &Batch{Points: []Point{p}})
+}
+
+// encodeBufs recycles record buffers between stores.
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// WriteBatch makes every point and reject of b durable in the WAL under the
+// sync policy, puts the points in the cache, and returns. On error nothing of
+// b was stored. It normalizes b's points in place. It does not keep b.
+func (s *Store) WriteBatch(ctx context.Context, b *Batch) error {
+	if len(b.Points) == 0 && len(b.Rejects) == 0 {
+		return nil
+	}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	s.inflight.Add(1)
+	s.closeMu.RUnlock()
+	defer s.inflight.Done()
+
+	for i := range b.Points {
+		p := &b.Points[i]
+		if err := validatePoint(p); err != nil {
+			return fmt.Errorf("point %d: %w", i, err)
+		}
+		p.Normalize()
+	}
+	if err := s.waitForRoom(ctx); err != nil {
+		return err
+	}
+	bufp := encodeBufs.Get().(*[]byte)
+	rec := encodeBatch((*bufp)[:0], b)
+	pos, err := s.wal.Append(rec)
+	if cap(rec) <= 4<<20 {
+		*bufp = rec[:0]
+		encodeBufs.Put(bufp)
+	}
+	if err != nil {
+		s.counters.storeErrors.Add(1)
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			s.counters.backpressure.Add(1)
+			return &BackpressureError{Reason: "the disk holding the WAL is full", RetryAfter: 5 * time.Second, Err: err}
+		}
+		return fmt.Errorf("append to WAL: %w", err)
+	}
+	flushed := s.checkpoint.Load()
+	for i := range b.Points {
+		s.cache.put(&b.Points[i], uint64(pos), flushed)
+	}
+	s.ages.note(uint64(pos))
+	s.counters.storedPoints.Add(uint64(len(b.Points)))
+	s.counters.storedBatches.Add(1)
+	if s.pendingPts.Add(int64(len(b.Points)+len(b.Rejects))) >= int64(s.cfg.BatchSize) {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func validatePoint(p *Point) error {
+	switch {
+	case p.Measurement == "":
+		return errors.New("measurement is empty")
+	case len(p.Fields) == 0:
+		return fmt.Errorf("measurement %q has no fields", p.Measurement)
+	case p.Time < minTime || p.Time > maxTime:
+		return fmt.Errorf("time %d is outside what DuckDB's TIMESTAMP_NS holds (years 1678 to 2261)", p.Time)
+	}
+	for _, f := range p.Fields {
+		if f.Value.Kind < KindFloat || f.Value.Kind > KindBool {
+			return fmt.Errorf("field %q has no value", f.Key)
+		}
+	}
+	return nil
+}
+
+// The range of TIMESTAMP_NS the driver accepts (years 1678 to 2261).
+var (
+	minTime = time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	maxTime = time.Date(2261, 12, 31, 23, 59, 59, 0, time.UTC).UnixNano()
+)
+
+// waitForRoom blocks while the unflushed backlog is over the disk budget, up
+// to StoreTimeout, and then refuses with a BackpressureError.
+func (s *Store) waitForRoom(ctx context.Context) error {
+	var deadline <-chan time.Time
+	for {
+		_, backlog := s.wal.Behind(wal.Position(s.checkpoint.Load()))
+		if backlog < s.cfg.DiskBudget {
+			return nil
+		}
+		if deadline == nil {
+			t := time.NewTimer(s.cfg.StoreTimeout)
+			defer t.Stop()
+			deadline = t.C
+			s.kickFlusher()
+		}
+		s.flushMu.Lock()
+		ch := s.flushed
+		s.flushMu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			s.counters.backpressure.Add(1)
+			return &BackpressureError{
+				Reason:     fmt.Sprintf("unflushed data (%d bytes) reached disk_budget (%d bytes)", backlog, s.cfg.DiskBudget),
+				RetryAfter: time.Second,
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+			return ErrClosed
+		}
+	}
+}
+
+func (s *Store) kickFlusher() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Get returns the latest JSON record for key: from the cache, or from
+// DuckDB's latest table for a key the cache does not hold.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	if rec, ok := s.cache.get(nil, key); ok {
+		return rec, true, nil
+	}
+	// Until recovery is done, or while an evicted record is still only in
+	// the WAL, DuckDB may not have the latest: flush first.
+	if !s.ready.Load() || s.cache.dirtyEvicted.Load() > s.checkpoint.Load() {
+		if err := s.ForceFlush(ctx); err != nil {
+			return nil, false, fmt.Errorf("get %q: %w", key, err)
+		}
+		if rec, ok := s.cache.get(nil, key); ok {
+			return rec, true, nil
+		}
+	}
+	var rec string
+	err := s.db.QueryRowContext(ctx, `SELECT record::VARCHAR FROM latest WHERE key = ?`, key).Scan(&rec)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("get %q from DuckDB: %w", key, err)
+	}
+	return []byte(rec), true, nil
+}
+
+// ForceFlush returns once everything stored before the call is in DuckDB, or
+// with the error of a flush attempt that failed after the call.
+func (s *Store) ForceFlush(ctx context.Context) error {
+	target := uint64(s.wal.LastPosition())
+	for {
+		s.flushMu.Lock()
+		ch := s.flushed
+		s.flushMu.Unlock()
+		if s.checkpoint.Load() >= target {
+			return nil
+		}
+		s.kickFlusher()
+		select {
+		case <-ch:
+			s.flushMu.Lock()
+			err := s.flushErr
+			s.flushMu.Unlock()
+			if err != nil && s.checkpoint.Load() < target {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			if s.checkpoint.Load() >= target {
+				return nil
+			}
+			return ErrClosed
+		}
+	}
+}
+
+// DB returns the pool on the DuckDB database, for reads.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Close stops accepting stores, waits for those under way, flushes
+// everything to DuckDB, removes the WAL segments it covers, and closes.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	s.inflight.Wait()
+	close(s.stop)
+	<-s.done
+	var errs []error
+	s.flushMu.Lock()
+	if s.flushErr != nil && s.checkpoint.Load() < uint64(s.wal.LastPosition()) {
+		errs = append(errs, fmt.Errorf("final flush: %w; the WAL keeps the data for the next start", s.flushErr))
+	}
+	s.flushMu.Unlock()
+	if s.cfg.Registerer != nil {
+		s.cfg.Registerer.Unregister(s)
+	}
+	errs = append(errs, s.wal.Close(), s.db.Close())
+	return errors.Join(errs...)
+}
+
+// abandon stops the store the way a crash would, without the final flush
+// and without removing WAL segments. For tests.
+func (s *Store) abandon() {
+	s.closeMu.Lock()
+	s.closed = true
+	s.closeMu.Unlock()
+	s.inflight.Wait()
+	s.abandoned.Store(true)
+	close(s.stop)
+	<-s.done
+	if s.cfg.Registerer != nil {
+		s.cfg.Registerer.Unregister(s)
+	}
+	s.wal.Close()
+	s.db.Close()
+}
+
+// flusher is the one goroutine that moves the WAL into DuckDB.
+func (s *Store) flusher(st *seriesTable, w *writer) {
+	defer close(s.done)
+	defer func() { w.close() }()
+	ctx := context.Background()
+	var fb flushBatch
+	var gen uint64
+	backoff := time.Duration(0)
+	timer := time.NewTimer(0) // catch up at once: that is recovery
+	defer timer.Stop()
+	stopping := false
+	for {
+		if !stopping {
+			select {
+			case <-timer.C:
+			case <-s.kick:
+			case <-s.stop:
+				stopping = true
+			}
+		}
+		if stopping && s.abandoned.Load() {
+			return
+		}
+		var err error
+		for err == nil {
+			var n int
+			gen++
+			n, err = s.flushOnce(ctx, &fb, gen, st, w)
+			if n == 0 && err == nil {
+				break
+			}
+			if stopping && err != nil {
+				break
+			}
+		}
+		if err == nil {
+			backoff = 0
+			if !s.ready.Load() {
+				s.finishRecovery(ctx)
+			}
+			if stopping {
+				s.removeCovered(true)
+				return
+			}
+			timer.Reset(s.cfg.FlushInterval)
+			continue
+		}
+		s.counters.flushErrors.Add(1)
+		s.log.Error("flush to DuckDB failed; the WAL keeps the data and the flush is retried",
+			"error", err, "checkpoint", s.checkpoint.Load(), "retry_in", backoff)
+		if stopping {
+			return
+		}
+		// Rebuild what the failed transaction may have left half-known.
+		w.close()
+		for {
+			st2, w2, rerr := s.openFlushState(ctx)
+			if rerr == nil {
+				st, w = st2, w2
+				break
+			}
+			s.log.Error("reopening the flush state failed", "error", rerr)
+			select {
+			case <-time.After(time.Second):
+			case <-s.stop:
+				return
+			}
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
+		timer.Reset(backoff)
+	}
+}
+
+// flushOnce moves up to MaxFlushRows readings from the WAL into DuckDB in one
+// transaction. It returns the number of WAL records flushed.
+func (s *Store) flushOnce(ctx context.Context, fb *flushBatch, gen uint64, st *seriesTable, w *writer) (int, error) {
+	start := time.Now()
+	from := s.checkpoint.Load() + 1
+	r, err := s.wal.NewReader(wal.Position(from))
+	if err != nil {
+		return 0, s.flushDone(fmt.Errorf("read WAL from %d: %w", from, err))
+	}
+	defer r.Close()
+	s.pendingPts.Store(0)
+	fb.reset(gen)
+	for len(fb.rows) < s.cfg.MaxFlushRows {
+		rec, pos, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, s.flushDone(fmt.Errorf("read WAL at %d: %w", from, err))
+		}
+		if err := fb.add(rec, uint64(pos), st); err != nil {
+			// A record that passed the WAL checksum but does not decode
+			// cannot be retried into shape: keep it as a dead letter.
+			s.log.Error("WAL record does not decode; kept in dead_letters", "position", pos, "error", err)
+			fb.rejects = append(fb.rejects, Reject{Time: time.Now().UnixNano(), Source: "wal",
+				Origin: fmt.Sprintf("position %d", pos), Reason: err.Error(), Payload: append([]byte(nil), rec...)})
+			fb.lastPos = uint64(pos)
+			fb.records++
+		}
+	}
+	if fb.records == 0 {
+		return 0, s.flushDone(nil)
+	}
+	if s.cfg.flushHook != nil {
+		if err := s.cfg.flushHook(); err != nil {
+			return 0, s.flushDone(err)
+		}
+	}
+	if err := w.commit(ctx, fb); err != nil {
+		return 0, s.flushDone(err)
+	}
+	fb.committed()
+	live := 0
+	for i := range fb.rows {
+		if !fb.rows[i].dead {
+			live++
+		}
+	}
+	s.checkpoint.Store(fb.lastPos)
+	s.counters.flushedPoints.Add(uint64(live))
+	s.counters.rewrites.Add(uint64(len(fb.rewrites) + len(fb.rows) - live))
+	s.counters.deadLetters.Add(uint64(len(fb.rejects)))
+	s.counters.flushes.Add(1)
+	s.counters.series.Store(int64(len(st.byKey)))
+	s.ages.flushed(fb.lastPos)
+	s.flushMu.Lock()
+	s.lastFlush = flushResult{at: time.Now(), duration: time.Since(start), points: live, records: fb.records}
+	s.flushMu.Unlock()
+	s.removeCovered(false)
+	return fb.records, s.flushDone(nil)
+}
+
+// flushDone publishes the outcome of a flush attempt to the waiters.
+func (s *Store) flushDone(err error) error {
+	s.flushMu.Lock()
+	s.flushErr = err
+	close(s.flushed)
+	s.flushed = make(chan struct{})
+	s.flushMu.Unlock()
+	return err
+}
+
+// removeCovered deletes the WAL segments DuckDB has everything of.
+func (s *Store) removeCovered(final bool) {
+	cp := wal.Position(s.checkpoint.Load())
+	if final && cp >= s.wal.LastPosition() {
+		// Seal the active segment so that it can go too.
+		if r, ok := any(s.wal).(interface{ Rotate() error }); ok {
+			if err := r.Rotate(); err != nil {
+				s.log.Warn("sealing the active WAL segment failed", "error", err)
+			}
+		}
+	}
+	if _, err := s.wal.RemoveBefore(cp + 1); err != nil {
+		s.log.Warn("removing flushed WAL segments failed; retried after the next flush", "error", err)
+	}
+}
+
+// finishRecovery fills the cache from DuckDB once the WAL is caught up.
+func (s *Store) finishRecovery(ctx context.Context) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key, ts, record::VARCHAR FROM latest ORDER BY ts DESC LIMIT ?`, s.cfg.CacheMaxKeys)
+	if err != nil {
+		s.log.Warn("loading the cache from DuckDB failed; gets fall through to DuckDB", "error", err)
+	} else {
+		defer rows.Close()
+		n := 0
+		for rows.Next() {
+			var key, rec string
+			var ts time.Time
+			if err := rows.Scan(&key, &ts, &rec); err != nil {
+				s.log.Warn("loading the cache from DuckDB failed", "error", err)
+				break
+			}
+			if s.cache.putRecord(key, ts.UnixNano(), []byte(rec)) {
+				n++
+			}
+		}
+		s.log.Info("cache loaded from DuckDB", "keys", n)
+	}
+	s.recoveredAt = time.Now()
+	s.ready.Store(true)
+	s.log.Info("storage ready", "checkpoint", s.checkpoint.Load())
+}
+
+// ageTrack remembers when WAL positions were written, coarsely, to tell the
+// age of the oldest unflushed record.
+type ageTrack struct {
+	mu      sync.Mutex
+	samples []ageSample
+}
+
+type ageSample struct {
+	pos uint64
+	at  time.Time
+}
+
+const maxAgeSamples = 4096
+
+func (a *ageTrack) note(pos uint64) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := len(a.samples)
+	if n == 0 || (n < maxAgeSamples && now.Sub(a.samples[n-1].at) >= 100*time.Millisecond) {
+		a.samples = append(a.samples, ageSample{pos, now})
+	}
+}
+
+func (a *ageTrack) flushed(cp uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := 0
+	for i < len(a.samples) && a.samples[i].pos <= cp {
+		i++
+	}
+	a.samples = append(a.samples[:0], a.samples[i:]...)
+}
+
+// oldest is the age of the oldest sample still unflushed.
+func (a *ageTrack) oldest() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.samples) == 0 {
+		return 0
+	}
+	return time.Since(a.samples[0].at)
+}

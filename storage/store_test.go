@@ -1,0 +1,353 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fpagent/fpagent/wal"
+)
+
+func testConfig(dir string) Config {
+	cfg := DefaultConfig()
+	cfg.BaseDir = filepath.Join(dir, "wal")
+	cfg.FlushInterval = time.Hour // tests flush when they mean to
+	cfg.BatchSize = 1 << 30
+	cfg.Threads = 1
+	return cfg
+}
+
+func openTest(t testing.TB, dir string, cfg Config) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(dir, "fpagent.duckdb"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func waitReady(t testing.TB, s *Store) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ok, _ := s.Ready(); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, why := s.Ready()
+			t.Fatalf("store not ready after 30s: %s", why)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func pt(key string, ts int64, v float64) Point {
+	m, tags, _ := ParseSeriesKey(key)
+	return Point{Measurement: m, Tags: tags, Fields: []Field{{"v", FloatValue(v)}}, Time: ts}
+}
+
+func queryInt(t testing.TB, db *sql.DB, q string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	if err := db.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func mustStore(t testing.TB, s *Store, pts ...Point) {
+	t.Helper()
+	if err := s.WriteBatch(context.Background(), &Batch{Source: "test", Points: pts}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustFlush(t testing.TB, s *Store) {
+	t.Helper()
+	if err := s.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGetBeforeFlushAndAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	waitReady(t, s)
+	ctx := context.Background()
+	mustStore(t, s, pt("room,site=a", 1000, 21.5))
+	want := `{"measurement":"room","tags":{"site":"a"},"fields":{"v":21.5},"time":"1970-01-01T00:00:00.000001Z"}`
+	rec, ok, err := s.Get(ctx, "room,site=a")
+	if err != nil || !ok || string(rec) != want {
+		t.Fatalf("Get before flush = %s, %v, %v", rec, ok, err)
+	}
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points`); n != 0 {
+		t.Fatalf("points before any flush: %d", n)
+	}
+	if _, ok, _ := s.Get(ctx, "room,site=zzz"); ok {
+		t.Fatal("Get of an unknown key found something")
+	}
+	// Killed before any flush: the next open recovers from the WAL alone.
+	s.abandon()
+
+	s = openTest(t, dir, testConfig(dir))
+	rec, ok, err = s.Get(ctx, "room,site=a")
+	if err != nil || !ok || string(rec) != want {
+		t.Fatalf("Get after restart = %s, %v, %v", rec, ok, err)
+	}
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM readings WHERE key = 'room,site=a' AND (fields->>'v') = '21.5'`); n != 1 {
+		t.Fatalf("readings after recovery: %d rows, want 1", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSamePointTwiceIsOneRow(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	waitReady(t, s)
+	defer s.Close()
+	// Twice in one flush, then again in a later flush, then after a restart.
+	mustStore(t, s, pt("m,k=a", 10, 1), pt("m,k=a", 11, 1))
+	mustStore(t, s, pt("m,k=a", 10, 2))
+	mustFlush(t, s)
+	mustStore(t, s, pt("m,k=a", 10, 3), pt("m,k=a", 12, 1))
+	mustFlush(t, s)
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points`); n != 3 {
+		t.Fatalf("points: %d rows, want 3", n)
+	}
+	if v := queryInt(t, s.DB(), `SELECT (fields->>'v')::DOUBLE FROM readings WHERE ts = make_timestamp_ns(10)`); v != 3 {
+		t.Fatalf("the rewritten point holds %d, want the last write, 3", v)
+	}
+	s.Close()
+	s = openTest(t, dir, testConfig(dir))
+	waitReady(t, s)
+	mustStore(t, s, pt("m,k=a", 10, 4), pt("m,k=a", 11, 4))
+	mustFlush(t, s)
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points`); n != 3 {
+		t.Fatalf("points after rewrites across a restart: %d rows, want 3", n)
+	}
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM readings WHERE (fields->>'v')::DOUBLE = 4`); n != 2 {
+		t.Fatalf("rewritten points: %d, want 2", n)
+	}
+}
+
+func TestLatestKeepsNewest(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	waitReady(t, s)
+	defer s.Close()
+	ctx := context.Background()
+	mustStore(t, s, pt("m,k=a", 200, 2))
+	mustStore(t, s, pt("m,k=a", 100, 1)) // late and older
+	rec, _, _ := s.Get(ctx, "m,k=a")
+	if !strings.Contains(string(rec), `"v":2.0`) {
+		t.Fatalf("cache took the older point: %s", rec)
+	}
+	mustFlush(t, s)
+	mustStore(t, s, pt("m,k=a", 150, 1.5)) // older than what DuckDB holds
+	mustFlush(t, s)
+	var got string
+	if err := s.DB().QueryRow(`SELECT record->>'$.fields.v' FROM latest WHERE key = 'm,k=a'`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "2.0" {
+		t.Fatalf("latest holds v=%s, want the newest point's 2.0", got)
+	}
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points`); n != 3 {
+		t.Fatalf("history: %d rows, want 3", n)
+	}
+}
+
+func TestDeadLettersAndSeries(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	waitReady(t, s)
+	defer s.Close()
+	b := testBatch()
+	if err := s.WriteBatch(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	mustFlush(t, s)
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM dead_letters WHERE reason = 'bad' AND line = 3 AND origin = '127.0.0.1:5000'`); n != 1 {
+		t.Fatalf("dead letters: %d", n)
+	}
+	var m, tags string
+	if err := s.DB().QueryRow(`SELECT measurement, tags::VARCHAR FROM readings WHERE key = 'custom-key'`).Scan(&m, &tags); err != nil || m != "mem" || tags != "{}" {
+		t.Fatalf("custom key series: %q %q %v", m, tags, err)
+	}
+	var s1, f1 string
+	if err := s.DB().QueryRow(`SELECT fields->>'s', (fields->'f')::VARCHAR FROM readings WHERE measurement = 'cpu' AND (tags->>'dc') = 'x y'`).Scan(&s1, &f1); err != nil || s1 != `hé"` || f1 != "1.5" {
+		t.Fatalf("cpu fields: %q %q %v", s1, f1, err)
+	}
+}
+
+func TestRejectsInvalidPoints(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	for _, p := range []Point{
+		{Fields: []Field{{"v", IntValue(1)}}},
+		{Measurement: "m"},
+		{Measurement: "m", Fields: []Field{{"v", Value{}}}},
+		{Measurement: "m", Fields: []Field{{"v", IntValue(1)}}, Time: maxTime + 1},
+	} {
+		if err := s.Store(context.Background(), p); err == nil {
+			t.Errorf("Store(%+v) succeeded", p)
+		}
+	}
+}
+
+func TestFlushTriggers(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.BatchSize = 10
+	s := openTest(t, dir, cfg)
+	defer s.Close()
+	for i := range 10 {
+		mustStore(t, s, pt("m,k=a", int64(i), 1))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().FlushedTotal < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("batch_size did not trigger a flush: %+v", s.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestFlushFailureRetriesAndLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	var mu sync.Mutex
+	fail := true
+	cfg.flushHook = func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return errors.New("injected DuckDB failure")
+		}
+		return nil
+	}
+	s := openTest(t, dir, cfg)
+	defer s.Close()
+	mustStore(t, s, pt("m,k=a", 1, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.ForceFlush(ctx); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("ForceFlush with DuckDB failing = %v", err)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	mustFlush(t, s)
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points`); n != 1 {
+		t.Fatalf("points after recovery from failure: %d", n)
+	}
+	if s.Stats().FlushErrors == 0 {
+		t.Fatal("flush errors not counted")
+	}
+}
+
+func TestCleanCloseLeavesNoCoveredSegments(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.MaxWALSize = 4096
+	s := openTest(t, dir, cfg)
+	for i := range 200 {
+		mustStore(t, s, pt(fmt.Sprintf("m,k=%d", i%7), int64(i), 1))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := wal.Open(cfg.BaseDir, wal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if n, _ := l.Behind(0); n != 0 {
+		t.Fatalf("after a clean close the WAL holds %d records: %+v", n, l.Stats())
+	}
+	if st := l.Stats(); st.Segments > 1 {
+		t.Fatalf("after a clean close the WAL has %d segments", st.Segments)
+	}
+}
+
+func TestSecondOpenFails(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	_, err := Open(filepath.Join(dir, "fpagent.duckdb"), testConfig(dir))
+	var le *wal.LockedError
+	if !errors.As(err, &le) {
+		t.Fatalf("second Open = %v, want a wal.LockedError", err)
+	}
+}
+
+// TestConcurrentUse runs stores, gets, force flushes and stats at once, then
+// closes in the middle of it; run it with -race.
+func TestConcurrentUse(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.BatchSize = 500
+	cfg.CacheMaxKeys = 64 // small, so that eviction and fall-through run too
+	s := openTest(t, dir, cfg)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	stored := make([]int, 4)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				err := s.WriteBatch(ctx, &Batch{Points: []Point{pt(fmt.Sprintf("m,k=%d,w=%d", i%100, w), int64(i), float64(i))}})
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				stored[w] = i + 1
+			}
+		})
+	}
+	for r := range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				_, _, err := s.Get(ctx, fmt.Sprintf("m,k=%d,w=%d", i%100, r))
+				if err != nil && !errors.Is(err, ErrClosed) && !strings.Contains(err.Error(), "closed") {
+					t.Error(err)
+				}
+				if err != nil {
+					return
+				}
+				_ = s.Stats()
+				if i%50 == 0 {
+					if err := s.ForceFlush(ctx); err != nil {
+						return
+					}
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	s = openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	waitReady(t, s)
+	total := 0
+	for _, n := range stored {
+		total += n
+	}
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points`); n != int64(total) {
+		t.Fatalf("points: %d, acknowledged: %d", n, total)
+	}
+}
