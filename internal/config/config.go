@@ -107,16 +107,18 @@ type TCPInput struct {
 	Listen         string   `yaml:"listen"`
 	MaxConnections int      `yaml:"max_connections"`
 	MaxLineSize    Size     `yaml:"max_line_size"`
-	IdleTimeout    Duration `yaml:"idle_timeout"` // 0 = never close idle connections
+	IdleTimeout    Duration `yaml:"idle_timeout"`
 	Precision      string   `yaml:"precision"`
 }
 
 // UDPInput is line protocol over UDP, one or more lines per datagram.
 type UDPInput struct {
-	Enabled    bool   `yaml:"enabled"`
-	Listen     string `yaml:"listen"`
-	ReadBuffer Size   `yaml:"read_buffer"` // SO_RCVBUF; 0 = the OS default
-	Precision  string `yaml:"precision"`
+	Enabled         bool   `yaml:"enabled"`
+	Listen          string `yaml:"listen"`
+	ReadBuffer      Size   `yaml:"read_buffer"` // SO_RCVBUF; 0 = the OS default
+	MaxDatagramSize Size   `yaml:"max_datagram_size"`
+	QueueDatagrams  int    `yaml:"queue_datagrams"` // datagrams waiting to be stored; more are dropped and counted
+	Precision       string `yaml:"precision"`
 }
 
 // MQTTInput subscribes to an MQTT broker.
@@ -197,7 +199,10 @@ func Default() *Config {
 				Enabled: true, Listen: "127.0.0.1:8094", MaxConnections: 256, MaxLineSize: 64 << 10,
 				IdleTimeout: Duration(5 * time.Minute), Precision: "ns",
 			},
-			UDP: UDPInput{Enabled: true, Listen: "127.0.0.1:8089", ReadBuffer: 8 << 20, Precision: "ns"},
+			UDP: UDPInput{
+				Enabled: true, Listen: "127.0.0.1:8089", ReadBuffer: 8 << 20, MaxDatagramSize: 64 << 10,
+				QueueDatagrams: 1024, Precision: "ns",
+			},
 			MQTT: MQTTInput{
 				Brokers:        []string{"tcp://127.0.0.1:1883"},
 				Keepalive:      Duration(30 * time.Second),
@@ -390,4 +395,28 @@ func (c *Config) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// Diff lists the dotted keys whose values differ between a and b, in file order.
+func Diff(a, b *Config) []string {
+	var out []string
+	diffValues(reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem(), "", &out)
+	return out
+}
+
+func diffValues(a, b reflect.Value, path string, out *[]string) {
+	if a.Kind() == reflect.Struct {
+		for i := range a.NumField() {
+			f := a.Type().Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			diffValues(a.Field(i), b.Field(i), join(path, name), out)
+		}
+		return
+	}
+	if !reflect.DeepEqual(a.Interface(), b.Interface()) {
+		*out = append(*out, path)
+	}
 }

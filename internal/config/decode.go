@@ -194,7 +194,9 @@ func structFields(t reflect.Type) map[string]int {
 
 // suggest names the closest known key, or lists the known keys.
 func suggest(name string, fields map[string]int, path string) string {
-	best, bestDist := "", 4
+	// A suggestion must be close for the name's length: "flush_intervall"
+	// suggests flush_interval, "foo" suggests nothing.
+	best, bestDist := "", max(1, len(name)/4)+1
 	known := make([]string, 0, len(fields))
 	for k := range fields {
 		known = append(known, k)

@@ -131,10 +131,16 @@ func (cfg *Config) validate(lines map[string]int) []Problem {
 	c.atLeast("inputs.tcp.max_connections", int64(t.MaxConnections), 1, "")
 	c.size("inputs.tcp.max_line_size", t.MaxLineSize, 1<<10)
 	c.oneOf("inputs.tcp.precision", t.Precision, precisions...)
+	c.positive("inputs.tcp.idle_timeout", t.IdleTimeout)
 
 	u := &cfg.Inputs.UDP
 	c.listen("inputs.udp.listen", u.Listen)
 	c.oneOf("inputs.udp.precision", u.Precision, precisions...)
+	c.size("inputs.udp.max_datagram_size", u.MaxDatagramSize, 512)
+	if u.MaxDatagramSize > 64<<10 {
+		c.bad("inputs.udp.max_datagram_size", "%s is above 64KiB, more than a UDP datagram holds", u.MaxDatagramSize)
+	}
+	c.atLeast("inputs.udp.queue_datagrams", int64(u.QueueDatagrams), 1, "")
 	if u.ReadBuffer > 1<<30 {
 		c.bad("inputs.udp.read_buffer", "%s is above the maximum 1GiB", u.ReadBuffer)
 	}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/fpagent/fpagent/internal/config"
+)
+
+func cmdQuery(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("query", `fpagent query [-addr HOST:PORT] [-format table|csv|json] "SQL"`,
+		"Run one read-only SQL statement against the running agent's admin API\n"+
+			"(POST /api/v1/query) and print the rows: a readable table by default.\n"+
+			"Tables: readings (ts, key, measurement, tags, fields), latest (key, ts, record),\n"+
+			"dead_letters. Example: fpagent query \"SELECT count(*) FROM readings\"", stderr)
+	addr := fs.String("addr", "", "admin API address (default: admin.listen of -config, else 127.0.0.1:8187)")
+	format := fs.String("format", "table", "output: table, csv or json")
+	cfgPath := fs.String("config", "", "read admin.listen and admin.token from this config file")
+	token := fs.String("token", "", "admin bearer token (default: $FPAGENT_ADMIN_TOKEN, else admin.token of -config)")
+	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, `fpagent query: give the SQL as one argument, e.g. fpagent query "SELECT count(*) FROM readings"`)
+		return exitUsage
+	}
+	if *format != "table" && *format != "csv" && *format != "json" {
+		fmt.Fprintf(stderr, "fpagent query: -format %q is not table, csv or json\n", *format)
+		return exitUsage
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		c, err := config.Load(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
+		cfg = c
+	}
+	if *addr == "" {
+		*addr = cfg.Admin.Listen
+	}
+	if *token == "" {
+		*token = os.Getenv("FPAGENT_ADMIN_TOKEN")
+	}
+	if *token == "" {
+		*token = cfg.Admin.Token
+	}
+	wire := "json"
+	if *format == "csv" {
+		wire = "csv"
+	}
+	body, _ := json.Marshal(map[string]string{"q": fs.Arg(0), "format": wire})
+	u := baseURL(*addr) + "/api/v1/query"
+	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		fmt.Fprintf(stderr, "fpagent query: %v\n", err)
+		return exitUsage
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if *token != "" {
+		req.Header.Set("Authorization", "Bearer "+*token)
+	}
+	resp, err := (&http.Client{Timeout: *timeout}).Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "fpagent query: cannot reach the agent at %s: %v\n(is it running? is -addr right?)\n", u, err)
+		return exitFailure
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		fmt.Fprintf(stderr, "fpagent query: read the answer: %v\n", err)
+		return exitFailure
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		fmt.Fprintf(stderr, "fpagent query: %s: %s\n", resp.Status, e.Error)
+		return exitFailure
+	}
+	switch *format {
+	case "csv", "json":
+		_, _ = stdout.Write(data)
+		if resp.Header.Get("X-Fpagent-Truncated") == "true" {
+			fmt.Fprintln(stderr, "fpagent query: the answer was cut at admin.query_max_rows rows")
+		}
+		return exitOK
+	}
+	var res struct {
+		Columns   []string `json:"columns"`
+		Rows      [][]any  `json:"rows"`
+		Truncated bool     `json:"truncated"`
+		MaxRows   int      `json:"max_rows"`
+		Elapsed   float64  `json:"elapsed_seconds"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&res); err != nil {
+		fmt.Fprintf(stderr, "fpagent query: the answer is not the expected JSON: %v\n", err)
+		return exitFailure
+	}
+	writeTable(stdout, res.Columns, res.Rows)
+	note := fmt.Sprintf("(%d row%s, %.3fs)", len(res.Rows), plural(len(res.Rows)), res.Elapsed)
+	if res.Truncated {
+		note = fmt.Sprintf("(first %d rows: cut at admin.query_max_rows %d, %.3fs)", len(res.Rows), res.MaxRows, res.Elapsed)
+	}
+	fmt.Fprintln(stdout, note)
+	return exitOK
+}
+
+// baseURL turns a listen address into a URL to reach it: a wildcard host
+// becomes loopback.
+func baseURL(addr string) string {
+	if strings.Contains(addr, "://") {
+		return strings.TrimRight(addr, "/")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return (&url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)}).String()
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// maxCellWidth keeps one long JSON value from making the table unreadable.
+const maxCellWidth = 60
+
+// writeTable prints rows as aligned columns under a header.
+func writeTable(w io.Writer, cols []string, rows [][]any) {
+	cells := make([][]string, len(rows))
+	width := make([]int, len(cols))
+	for i, c := range cols {
+		width[i] = utf8.RuneCountInString(c)
+	}
+	for r, row := range rows {
+		cells[r] = make([]string, len(cols))
+		for i := range cols {
+			var v any
+			if i < len(row) {
+				v = row[i]
+			}
+			s := cellString(v)
+			if utf8.RuneCountInString(s) > maxCellWidth {
+				s = string([]rune(s)[:maxCellWidth-1]) + "…"
+			}
+			cells[r][i] = s
+			width[i] = max(width[i], utf8.RuneCountInString(s))
+		}
+	}
+	line := func(vals []string) {
+		var b strings.Builder
+		for i, v := range vals {
+			if i > 0 {
+				b.WriteString(" | ")
+			}
+			b.WriteString(v)
+			if i < len(vals)-1 {
+				b.WriteString(strings.Repeat(" ", width[i]-utf8.RuneCountInString(v)))
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+	line(cols)
+	sep := make([]string, len(cols))
+	for i := range cols {
+		sep[i] = strings.Repeat("-", width[i])
+	}
+	fmt.Fprintln(w, strings.Join(sep, "-+-"))
+	for _, row := range cells {
+		line(row)
+	}
+}
+
+func cellString(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case string:
+		return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(x)
+	case json.Number:
+		return x.String()
+	case bool:
+		if x {
+			return "true"
+		}
+		return "false"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}

@@ -1,0 +1,378 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fpagent/fpagent/inputs"
+	"github.com/fpagent/fpagent/internal/admin"
+	"github.com/fpagent/fpagent/internal/config"
+	"github.com/fpagent/fpagent/internal/sdnotify"
+	"github.com/fpagent/fpagent/internal/version"
+	"github.com/fpagent/fpagent/storage"
+	"github.com/fpagent/fpagent/wal"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("fpagent", "fpagent [-config FILE]",
+		"Run the agent: open the WAL and DuckDB (catching up on what the WAL holds), serve the\n"+
+			"admin API, then listen on the enabled inputs. SIGTERM or SIGINT stops the inputs,\n"+
+			"flushes everything into DuckDB and exits 0; a second signal exits at once. SIGHUP\n"+
+			"re-reads the config file and applies log.level (other changes need a restart and\n"+
+			"are logged as such). Without -config the agent runs on the defaults: data in\n"+
+			"./fpagent-data, every listener on 127.0.0.1. See also: fpagent help.", stderr)
+	path := fs.String("config", "", "config file (YAML); see agent.yaml.example")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fpagent: unknown command %q; run fpagent help\n", fs.Arg(0))
+		return exitUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	a := newAgent(*path, cfg, stderr)
+	return a.run()
+}
+
+// input is what the agent needs of an input: Start listens and returns;
+// Stop stops reading and waits until what was read is stored.
+type input interface {
+	Start() error
+	Stop(ctx context.Context) error
+}
+
+type namedInput struct {
+	name string
+	in   input
+}
+
+type agent struct {
+	cfgPath string
+	cfg     *config.Config
+	level   *slog.LevelVar
+	log     *slog.Logger
+	notify  *sdnotify.Notifier
+	started time.Time
+
+	store     *storage.Store
+	counters  *inputs.Registry
+	inputs    []namedInput
+	adminSrv  *http.Server
+	listening atomic.Bool // every input listens
+	stopping  atomic.Bool
+}
+
+func newAgent(path string, cfg *config.Config, stderr io.Writer) *agent {
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(cfg.Log.Level))
+	return &agent{
+		cfgPath: path, cfg: cfg, level: level,
+		log:     newLogger(stderr, cfg.Log.Format, level),
+		notify:  sdnotify.New(),
+		started: time.Now(),
+	}
+}
+
+// ready is what /ready and systemd's READY=1 wait for.
+func (a *agent) ready() (bool, string) {
+	switch {
+	case a.stopping.Load():
+		return false, "shutting down"
+	case a.store == nil:
+		return false, "storage is not open yet"
+	case !a.listening.Load():
+		return false, "inputs are not listening yet"
+	}
+	return a.store.Ready()
+}
+
+func (a *agent) status(s string) {
+	if err := a.notify.Notify(sdnotify.Status(s)); err != nil {
+		a.log.Warn("systemd notify", "err", err)
+	}
+}
+
+// run starts storage, then the admin API, then the inputs (sinks before
+// sources), waits for a signal, and stops in the reverse order.
+func (a *agent) run() int {
+	v := version.Get()
+	a.log.Info("starting fpagent", "version", v.Version, "commit", v.Commit, "go", v.GoVersion,
+		"config", orDefault(a.cfgPath, "none (defaults)"))
+	// Signals are caught from the start, so that a SIGTERM during a long
+	// recovery still stops cleanly.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	code, err := a.start()
+	if err != nil {
+		a.log.Error("cannot start", "err", err)
+		a.status("failed to start: " + err.Error())
+		a.shutdown()
+		return code
+	}
+	go a.announceReady()
+
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			a.reload()
+			continue
+		}
+		a.log.Info("stopping on signal; send it again to exit at once", "signal", sig.String(),
+			"timeout", a.cfg.ShutdownTimeout.String())
+		// A second SIGTERM or SIGINT takes the default action: exit at once.
+		signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+		break
+	}
+	if !a.shutdown() {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// start opens everything; on error, what was opened stays recorded in a so
+// that shutdown closes it.
+func (a *agent) start() (int, error) {
+	cfg := a.cfg
+	a.status("checking data directories")
+	minFree := int64(cfg.Storage.MaxWALSize)
+	for _, d := range []struct{ dir, key string }{
+		{cfg.DataDir, "data_dir"}, {cfg.WALDir(), "storage.base_dir"}, {dirOf(cfg.DBPath()), "storage.db_path"},
+	} {
+		if err := checkDir(d.dir, d.key, minFree); err != nil {
+			return exitDataDir, err
+		}
+	}
+
+	reg := admin.NewRegistry(version.Get())
+	a.counters = inputs.NewRegistry()
+	if err := reg.Register(a.counters); err != nil {
+		return exitFailure, fmt.Errorf("register input metrics: %w", err)
+	}
+
+	a.status("opening storage")
+	t0 := time.Now()
+	store, err := storage.Open(cfg.DBPath(), storageConfig(cfg, a.log, reg))
+	if err != nil {
+		return storageExit(err), explainStorageError(cfg, err)
+	}
+	a.store = store
+	ok, why := store.Ready()
+	a.log.Info("storage open", "took", time.Since(t0).Round(time.Millisecond), "wal", cfg.WALDir(),
+		"db", cfg.DBPath(), "ready", ok, "state", orDefault(why, "caught up"))
+
+	srv, err := admin.New(admin.Options{
+		Logger: a.log.With("component", "admin"), Version: version.Get(), Started: a.started,
+		Token: cfg.Admin.Token, Records: store, DB: store.DB(),
+		Stats:  func() any { return store.Stats() },
+		Inputs: func() any { return a.counters.Snapshot() },
+		Ready:  a.ready, Gatherer: reg, Register: reg,
+		QueryMaxRows: cfg.Admin.QueryMaxRows, QueryTimeout: cfg.Admin.QueryTimeout.D(),
+		MaxConcurrentQueries: cfg.Admin.MaxConcurrentQueries,
+	})
+	if err != nil {
+		return exitFailure, err
+	}
+	ln, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return exitFailure, listenError("admin.listen", cfg.Admin.Listen, err)
+	}
+	a.adminSrv = &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.With("component", "admin").Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := a.adminSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("admin API stopped", "err", err)
+		}
+	}()
+
+	a.status("starting inputs")
+	ins, err := buildInputs(cfg, store, a.counters, a.log)
+	if err != nil {
+		return exitUsage, err
+	}
+	for _, in := range ins {
+		if err := in.in.Start(); err != nil {
+			return exitFailure, err
+		}
+		a.inputs = append(a.inputs, in)
+	}
+	a.listening.Store(true)
+	attrs := []any{"data_dir", cfg.DataDir, "wal", cfg.WALDir(), "db", cfg.DBPath(), "admin", ln.Addr().String()}
+	for _, l := range listeners(cfg) {
+		attrs = append(attrs, l.name, l.addr)
+	}
+	a.log.Info("fpagent started", attrs...)
+	return exitOK, nil
+}
+
+// announceReady tells systemd once storage has caught up and inputs listen.
+func (a *agent) announceReady() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	last := ""
+	for range t.C {
+		if a.stopping.Load() {
+			return
+		}
+		ok, why := a.ready()
+		if ok {
+			a.log.Info("ready", "after", time.Since(a.started).Round(time.Millisecond))
+			if err := a.notify.Notify(sdnotify.Ready, sdnotify.Status("ready: "+a.listenSummary())); err != nil {
+				a.log.Warn("systemd notify", "err", err)
+			}
+			return
+		}
+		if why != last {
+			a.status(why)
+			last = why
+		}
+	}
+}
+
+func (a *agent) listenSummary() string {
+	parts := []string{"admin " + a.cfg.Admin.Listen}
+	for _, l := range listeners(a.cfg) {
+		parts = append(parts, l.name+" "+l.addr)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// shutdown stops the inputs, then the admin API, then closes storage (the
+// final flush), logging how long each took. It reports whether everything
+// stopped cleanly within shutdown_timeout.
+func (a *agent) shutdown() bool {
+	a.stopping.Store(true)
+	if err := a.notify.Notify(sdnotify.Stopping, sdnotify.Status("stopping")); err != nil {
+		a.log.Warn("systemd notify", "err", err)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout.D())
+	defer cancel()
+	clean := true
+	for i := len(a.inputs) - 1; i >= 0; i-- {
+		in := a.inputs[i]
+		t := time.Now()
+		if err := in.in.Stop(ctx); err != nil {
+			clean = false
+			a.log.Error("input did not stop cleanly", "input", in.name, "err", err, "took", since(t))
+			continue
+		}
+		a.log.Info("input stopped", "input", in.name, "took", since(t))
+	}
+	if a.adminSrv != nil {
+		t := time.Now()
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := a.adminSrv.Shutdown(actx); err != nil {
+			a.log.Warn("admin API did not stop cleanly; closing its connections", "err", err)
+			a.adminSrv.Close()
+		}
+		acancel()
+		a.log.Info("admin API stopped", "took", since(t))
+	}
+	if a.store != nil {
+		t := time.Now()
+		a.status("flushing into DuckDB")
+		done := make(chan error, 1)
+		go func() { done <- a.store.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				clean = false
+				a.log.Error("storage did not close cleanly", "err", err, "took", since(t))
+			} else {
+				a.log.Info("storage flushed and closed", "took", since(t))
+			}
+		case <-ctx.Done():
+			clean = false
+			a.log.Error("storage did not finish its final flush within shutdown_timeout; what is left stays in the WAL and is flushed at the next start",
+				"shutdown_timeout", a.cfg.ShutdownTimeout.String(), "took", since(t))
+		}
+	}
+	a.log.Info("fpagent stopped", "took", since(start), "clean", clean)
+	return clean
+}
+
+// reload re-reads the config file and applies what can change without
+// losing data: log.level. Other changes are listed as needing a restart.
+func (a *agent) reload() {
+	if a.cfgPath == "" {
+		a.log.Info("SIGHUP: no config file to reload (running on defaults)")
+		return
+	}
+	next, err := config.Load(a.cfgPath)
+	if err != nil {
+		a.log.Error("SIGHUP: config not reloaded, the running one stays", "err", err)
+		return
+	}
+	var applied []string
+	if next.Log.Level != a.cfg.Log.Level {
+		a.level.Set(parseLevel(next.Log.Level))
+		applied = append(applied, fmt.Sprintf("log.level %s -> %s", a.cfg.Log.Level, next.Log.Level))
+		a.cfg.Log.Level = next.Log.Level
+	}
+	pending := config.Diff(a.cfg, next)
+	a.log.Info("SIGHUP: config reloaded", "file", a.cfgPath, "applied", strings.Join(applied, ", "),
+		"need_restart", strings.Join(pending, ", "))
+	a.status("ready: " + a.listenSummary())
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndexAny(path, `/\`); i >= 0 {
+		if i == 0 {
+			return "/"
+		}
+		return path[:i]
+	}
+	return "."
+}
+
+// storageConfig maps the config file onto storage.Config.
+func storageConfig(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) storage.Config {
+	st := cfg.Storage
+	return storage.Config{
+		BaseDir:       cfg.WALDir(),
+		MaxWALSize:    int64(st.MaxWALSize),
+		MaxWALAge:     st.MaxWALAge.D(),
+		BatchSize:     st.BatchSize,
+		FlushInterval: st.FlushInterval.D(),
+		Sync:          wal.SyncPolicy(st.Sync),
+		SyncInterval:  st.SyncInterval.D(),
+		CacheMaxKeys:  st.CacheMaxKeys,
+		DiskBudget:    int64(st.DiskBudget),
+		StoreTimeout:  st.StoreTimeout.D(),
+		MemoryLimit:   st.DuckDB.MemoryLimit,
+		Threads:       st.DuckDB.Threads,
+		Logger:        log.With("component", "storage"),
+		Registerer:    reg,
+	}
+}
