@@ -13,7 +13,7 @@ type batch struct {
 	buf   []byte
 	first Position // may change until written: see renumber
 	n     int
-	done  chan struct{} // closed once written (and synced under SyncAlways) or failed
+	done  chan struct{} // made by the first appender who waits; closed once written (and synced under SyncAlways) or failed
 	err   error
 }
 
@@ -45,10 +45,6 @@ func (l *Log) AppendBatch(recs [][]byte) (last Position, err error) {
 	b := l.pending
 	if b.n == 0 {
 		b.first = l.nextPos
-		select {
-		case l.kick <- struct{}{}:
-		default:
-		}
 	}
 	idx := b.n
 	for _, r := range recs {
@@ -56,16 +52,46 @@ func (l *Log) AppendBatch(recs [][]byte) (last Position, err error) {
 		l.nextPos++
 	}
 	b.n += len(recs)
+	// Whoever finds no writer at work writes the batch itself, saving a
+	// goroutine switch when appends come one at a time; under load the
+	// flusher goroutine takes over and appenders only queue and wait.
+	lead := !l.flushing
+	if lead {
+		l.flushing = true
+	} else if b.done == nil {
+		b.done = make(chan struct{})
+	}
 	l.mu.Unlock()
-	<-b.done
+	if lead {
+		l.flushOne()
+		l.mu.Lock()
+		if l.pending.n > 0 {
+			select {
+			case l.kick <- struct{}{}:
+			default:
+			}
+		} else {
+			l.releaseRoleLocked()
+		}
+		l.mu.Unlock()
+	} else {
+		<-b.done
+	}
 	if b.err != nil {
 		return 0, b.err
 	}
 	return b.first + Position(idx+len(recs)-1), nil
 }
 
-// run is the flusher: it writes each batch as it forms, syncs under
-// SyncInterval and rotates old segments while the log is idle.
+// releaseRoleLocked ends a writer's turn. Invariant: while records are
+// pending, some goroutine holds the writer role (l.flushing). l.mu is held.
+func (l *Log) releaseRoleLocked() {
+	l.flushing = false
+	l.idle.Broadcast()
+}
+
+// run is the flusher: it writes the batches queued while others were being
+// written, syncs under SyncInterval and rotates old segments while idle.
 func (l *Log) run() {
 	defer close(l.done)
 	var syncTick, ageTick <-chan time.Time
@@ -82,19 +108,28 @@ func (l *Log) run() {
 	for {
 		select {
 		case <-l.kick:
-			l.flush()
+			for {
+				l.flushOne()
+				l.mu.Lock()
+				if l.pending.n == 0 {
+					l.releaseRoleLocked()
+					l.mu.Unlock()
+					break
+				}
+				l.mu.Unlock()
+			}
 		case <-syncTick:
 			l.syncIdle()
 		case <-ageTick:
 			l.rotateIfOld()
 		case <-l.quit:
-			l.flush()
 			return
 		}
 	}
 }
 
-func (l *Log) flush() {
+// flushOne writes the pending batch. Only the holder of the writer role calls it.
+func (l *Log) flushOne() {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.mu.Lock()
@@ -103,7 +138,7 @@ func (l *Log) flush() {
 		l.mu.Unlock()
 		return
 	}
-	l.pending = &batch{buf: l.spare, done: make(chan struct{})}
+	l.pending = &batch{buf: l.spare}
 	l.spare = nil
 	l.mu.Unlock()
 
@@ -129,8 +164,10 @@ func (l *Log) flush() {
 	if cap(b.buf) <= maxSpare {
 		l.spare = b.buf[:0]
 	}
+	if b.done != nil {
+		close(b.done)
+	}
 	l.mu.Unlock()
-	close(b.done)
 }
 
 // write puts b in the active segment, rotating first when needed, and
@@ -162,6 +199,7 @@ func (l *Log) write(b *batch, off *int64) error {
 		return fmt.Errorf("wal: write %d records (%d bytes) to %s: %w", b.n, len(b.buf), l.path(s.name), err)
 	}
 	l.dirty = true
+	l.written = b.first + Position(b.n) - 1
 	if l.opts.Sync == SyncAlways {
 		if err := l.fsync(); err != nil {
 			l.abandon()
@@ -252,6 +290,9 @@ func (l *Log) fsync() error {
 		return err
 	}
 	l.dirty = false
+	if uint64(l.written) > l.synced.Load() {
+		l.synced.Store(uint64(l.written))
+	}
 	return nil
 }
 

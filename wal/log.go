@@ -112,11 +112,14 @@ type Log struct {
 	wmu        sync.Mutex
 	active     File // nil between a rotation and the next write
 	activeBorn time.Time
-	dirty      bool // written since the last fsync
+	dirty      bool     // written since the last fsync
+	written    Position // last position written to a segment file
 	nextSeq    uint64
 
 	mu        sync.Mutex
 	pending   *batch // records waiting for the next write
+	flushing  bool   // a goroutine holds the writer role
+	idle      *sync.Cond
 	spare     []byte
 	nextPos   Position // the position the next appended record gets
 	segs      []*segment
@@ -127,6 +130,7 @@ type Log struct {
 	doomed    []doomed // segments whose removal failed, retried by RemoveBefore
 
 	visible  atomic.Uint64 // LastPosition
+	synced   atomic.Uint64 // highest position known to be fsynced
 	isClosed atomic.Bool
 
 	rmu sync.Mutex // serialises RemoveBefore
@@ -172,7 +176,8 @@ func Open(dir string, opts Options) (*Log, error) {
 		l.lock.Close()
 		return nil, err
 	}
-	l.pending = &batch{done: make(chan struct{})}
+	l.pending = &batch{}
+	l.idle = sync.NewCond(&l.mu)
 	go l.run()
 	return l, nil
 }
@@ -321,11 +326,16 @@ func (l *Log) recover() error {
 				if err := c.f.Truncate(seg.size); err != nil {
 					return fmt.Errorf("wal: cut the torn tail of %s at offset %d: %w", l.path(c.name), seg.size, err)
 				}
-				if err := c.f.Sync(); err != nil {
-					return fmt.Errorf("wal: sync %s after cutting its torn tail: %w", l.path(c.name), err)
-				}
 			} else {
 				l.corrupt(seg, &CorruptionError{Segment: c.name, Offset: res.tail, Reason: res.tailReason + "; nothing readable follows in this segment"})
+			}
+		}
+		if isLast {
+			// Under SyncInterval and SyncNone the tail may be in the page
+			// cache only: make it durable before building on it, or a power
+			// loss could leave a hole below records synced later.
+			if err := c.f.Sync(); err != nil {
+				return fmt.Errorf("wal: sync %s: %w", l.path(c.name), err)
 			}
 		}
 		if res.stale > 0 {
@@ -340,6 +350,9 @@ func (l *Log) recover() error {
 		prev = seg
 		l.segs = append(l.segs, seg)
 	}
+	if err := l.fs.SyncDir(l.dir); err != nil {
+		return fmt.Errorf("wal: sync directory %s: %w", l.dir, err)
+	}
 	if n := len(l.segs); n > 0 {
 		s := l.segs[n-1]
 		l.nextPos = max(s.last, s.first-1) + 1
@@ -347,6 +360,8 @@ func (l *Log) recover() error {
 		l.nextPos = 1
 	}
 	l.visible.Store(uint64(l.nextPos - 1))
+	l.synced.Store(uint64(l.nextPos - 1))
+	l.written = l.nextPos - 1
 	return nil
 }
 
@@ -639,6 +654,10 @@ func (l *Log) Close() error {
 	if l.notify != nil {
 		close(l.notify)
 		l.notify = nil
+	}
+	// Nothing is queued from now on; let the writer finish what is.
+	for l.flushing {
+		l.idle.Wait()
 	}
 	l.mu.Unlock()
 	close(l.quit)
