@@ -10,27 +10,6 @@ import (
 	"github.com/fpagent/fpagent/internal/config"
 )
 
-type listener struct{ name, addr string }
-
-// listeners names the enabled inputs and their addresses, for logs and STATUS=.
-func listeners(cfg *config.Config) []listener {
-	var out []listener
-	in := cfg.Inputs
-	if in.HTTP.Enabled {
-		out = append(out, listener{"http", in.HTTP.Listen})
-	}
-	if in.TCP.Enabled {
-		out = append(out, listener{"tcp", in.TCP.Listen})
-	}
-	if in.UDP.Enabled {
-		out = append(out, listener{"udp", in.UDP.Listen})
-	}
-	if in.MQTT.Enabled {
-		out = append(out, listener{"mqtt", fmt.Sprint(in.MQTT.Brokers)})
-	}
-	return out
-}
-
 // buildInputs constructs the enabled inputs, sinks first: they write to sink.
 func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log *slog.Logger) ([]namedInput, error) {
 	var out []namedInput
@@ -50,7 +29,7 @@ func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log
 		if err != nil {
 			return nil, fmt.Errorf("inputs.tcp: %w", err)
 		}
-		out = append(out, namedInput{"tcp", t})
+		out = append(out, namedInput{"tcp", t, func() string { return t.Addr().String() }})
 	}
 	if in.UDP.Enabled {
 		prec, err := lineproto.ParsePrecision(in.UDP.Precision)
@@ -67,7 +46,7 @@ func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log
 		if err != nil {
 			return nil, fmt.Errorf("inputs.udp: %w", err)
 		}
-		out = append(out, namedInput{"udp", u})
+		out = append(out, namedInput{"udp", u, func() string { return u.Addr().String() }})
 	}
 	if in.MQTT.Enabled {
 		return nil, fmt.Errorf("inputs.mqtt.enabled: the MQTT input is not part of this build yet; set it to false")

@@ -61,6 +61,7 @@ type input interface {
 type namedInput struct {
 	name string
 	in   input
+	addr func() string // where it listens, once started
 }
 
 type agent struct {
@@ -75,6 +76,7 @@ type agent struct {
 	counters  *inputs.Registry
 	inputs    []namedInput
 	adminSrv  *http.Server
+	adminAddr string      // where the admin API listens
 	listening atomic.Bool // every input listens
 	stopping  atomic.Bool
 }
@@ -194,6 +196,7 @@ func (a *agent) start() (int, error) {
 	if err != nil {
 		return exitFailure, listenError("admin.listen", cfg.Admin.Listen, err)
 	}
+	a.adminAddr = ln.Addr().String()
 	a.adminSrv = &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -218,9 +221,9 @@ func (a *agent) start() (int, error) {
 		a.inputs = append(a.inputs, in)
 	}
 	a.listening.Store(true)
-	attrs := []any{"data_dir", cfg.DataDir, "wal", cfg.WALDir(), "db", cfg.DBPath(), "admin", ln.Addr().String()}
-	for _, l := range listeners(cfg) {
-		attrs = append(attrs, l.name, l.addr)
+	attrs := []any{"data_dir", cfg.DataDir, "wal", cfg.WALDir(), "db", cfg.DBPath(), "admin", a.adminAddr}
+	for _, in := range a.inputs {
+		attrs = append(attrs, in.name, in.addr())
 	}
 	a.log.Info("fpagent started", attrs...)
 	return exitOK, nil
@@ -251,9 +254,9 @@ func (a *agent) announceReady() {
 }
 
 func (a *agent) listenSummary() string {
-	parts := []string{"admin " + a.cfg.Admin.Listen}
-	for _, l := range listeners(a.cfg) {
-		parts = append(parts, l.name+" "+l.addr)
+	parts := []string{"admin " + a.adminAddr}
+	for _, in := range a.inputs {
+		parts = append(parts, in.name+" "+in.addr())
 	}
 	return strings.Join(parts, ", ")
 }
