@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+// With good and bad input mixed, every input's counters add up, /stats and
+// /metrics agree, and the whole /metrics page (storage, inputs, admin, Go,
+// process) passes promlint.
+func TestMetricsAndAccounting(t *testing.T) {
+	a := newAgent("", testConfig(t, t.TempDir()), &bytes.Buffer{})
+	if code, err := a.start(); err != nil {
+		t.Fatalf("start: %d %v", code, err)
+	}
+	defer a.shutdown()
+	waitReady(t, a)
+	addr := map[string]string{}
+	for _, in := range a.inputs {
+		addr[in.name] = in.addr()
+	}
+	conn, err := net.Dial("tcp", addr["tcp"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(conn, "cpu,host=a usage=1 1700000000000000000\nthis is not line protocol\ncpu,host=b usage=2 1700000000000000000\nmem free=3i\n=bad\n")
+	conn.Close()
+	uconn, err := net.Dial("udp", addr["udp"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(uconn, "disk,dev=sda used=1\nbroken line\n")
+	uconn.Close()
+
+	type counts struct {
+		Received  uint64 `json:"received_points"`
+		Persisted uint64 `json:"persisted_points"`
+		Rejected  uint64 `json:"rejected_points"`
+		Dropped   uint64 `json:"dropped_points"`
+	}
+	var stats struct {
+		Inputs map[string]counts `json:"inputs"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + a.adminAddr + "/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&stats)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tcp, udp := stats.Inputs["tcp"], stats.Inputs["udp"]
+		if tcp.Received == 5 && udp.Received == 2 && tcp.Persisted+tcp.Rejected+tcp.Dropped == 5 && udp.Persisted+udp.Rejected+udp.Dropped == 2 {
+			if tcp.Persisted != 3 || tcp.Rejected != 2 || udp.Persisted != 1 || udp.Rejected != 1 {
+				t.Fatalf("counts: %+v", stats.Inputs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counters do not add up: %+v", stats.Inputs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	resp, err := http.Get("http://" + a.adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`fpagent_input_received_points_total{input="tcp"} 5`,
+		`fpagent_input_rejected_points_total{input="tcp"} 2`,
+		"fpagent_ready 1", "fpagent_build_info", "go_goroutines", "process_resident_memory_bytes",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if !strings.Contains(string(body), "\nfpagent_") {
+		t.Error("/metrics has no fpagent_ metrics")
+	}
+	problems, err := promlint.New(bytes.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
