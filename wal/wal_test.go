@@ -17,7 +17,9 @@ import (
 )
 
 // rec returns the deterministic payload of position p in the tests.
-func rec(p Position) []byte { return fmt.Appendf(nil, "record-%06d|%s", p, strings.Repeat("x", int(p%7))) }
+func rec(p Position) []byte {
+	return fmt.Appendf(nil, "record-%06d|%s", p, strings.Repeat("x", int(p%7)))
+}
 
 func openT(t testing.TB, dir string, o Options) *Log {
 	t.Helper()
