@@ -250,8 +250,11 @@ func (w *writer) appendAll(conn driver.Conn, fb *flushBatch) error {
 	}
 	if len(fb.latest) > 0 {
 		err := withAppender(conn, "latest_stage", func(a *duckdb.Appender) error {
+			var rec []byte
 			for _, l := range fb.latest {
-				if err := a.AppendRow(l.series.key, time.Unix(0, l.ts).UTC(), fb.arena[l.rec.off:l.rec.end]); err != nil {
+				f := fb.rows[l.row].fields
+				rec = appendRecordJSON(rec[:0], l.series, fb.arena[f.off:f.end], l.ts)
+				if err := a.AppendRow(l.series.key, time.Unix(0, l.ts).UTC(), rec); err != nil {
 					return err
 				}
 			}

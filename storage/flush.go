@@ -23,10 +23,12 @@ type rewrite struct {
 	ts int64
 }
 
+// latestRow is the newest point of a series in the flush; its record is
+// rendered only when the flush is written, once per series.
 type latestRow struct {
 	series *seriesInfo
 	ts     int64
-	rec    span
+	row    int
 }
 
 // flushBatch is one flush transaction being built from WAL records. It is
@@ -148,9 +150,7 @@ func (fb *flushBatch) addPoint(p *rawPoint, st *seriesTable) error {
 
 	// latest keeps the newest point per key; on equal times the later write.
 	if s.latest < 0 || p.time >= fb.latest[s.latest].ts {
-		start := len(fb.arena)
-		fb.arena = appendRecordJSON(fb.arena, s, fb.arena[fields.off:fields.end], p.time)
-		l := latestRow{series: s, ts: p.time, rec: span{start, len(fb.arena)}}
+		l := latestRow{series: s, ts: p.time, row: len(fb.rows) - 1}
 		if s.latest < 0 {
 			s.latest = len(fb.latest)
 			fb.latest = append(fb.latest, l)
