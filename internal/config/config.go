@@ -394,7 +394,9 @@ func (c *Config) Marshal() ([]byte, error) {
 	if err := enc.Close(); err != nil {
 		return nil, err
 	}
-	return b.Bytes(), nil
+	// Reading expands $$ to $, so a literal $ is written as $$: what
+	// Marshal prints reads back as the same config.
+	return bytes.ReplaceAll(b.Bytes(), []byte("$"), []byte("$$")), nil
 }
 
 // Diff lists the dotted keys whose values differ between a and b, in file order.

@@ -135,7 +135,11 @@ func TestParseValues(t *testing.T) {
 		return c.Admin.Listen == "127.0.0.1:9000" && c.DataDir == "/var/lib/x" && c.Log.Level == "debug"
 	})
 	f("env empty takes default", "data_dir: ${EMPTY:-/data}\n", func(c *Config) bool { return c.DataDir == "/data" })
-	f("dollar escape", "admin:\n  token: \"a$${PORT}b$c\"\n", func(c *Config) bool { return c.Admin.Token == "a${PORT}b$c" })
+	f("dollar escape", "admin:\n  token: \"a$${PORT}b$c\"\n", func(c *Config) bool {
+		out, _ := c.Marshal()
+		back, err := Parse(out, "effective")
+		return c.Admin.Token == "a${PORT}b$c" && err == nil && back.Admin.Token == c.Admin.Token
+	})
 	f("comment mentions unset var", "# token: ${NOT_SET}\ndata_dir: x\n", func(c *Config) bool { return c.DataDir == "x" })
 	f("subscription defaults", "inputs:\n  mqtt:\n    enabled: true\n    subscriptions:\n      - topic: a/+/b\n      - {topic: c/#, qos: 0, format: value, measurement: m}\n",
 		func(c *Config) bool {
@@ -204,6 +208,7 @@ func TestBrokenConfigs(t *testing.T) {
 	f("broker url", "inputs:\n  mqtt:\n    brokers: [\"localhost:1883\"]\n", "inputs.mqtt.brokers[0]")
 	f("tls half", "inputs:\n  http:\n    tls: {cert_file: a.pem}\n", "line 3", "inputs.http.tls", "both")
 	f("memory limit", "storage:\n  duckdb: {memory_limit: lots}\n", "storage.duckdb.memory_limit")
+	f("line break in a value", "data_dir: \"a\\nb\"\n", "line 1", "data_dir", "control character")
 	f("list for scalar", "data_dir: [a, b]\n", "line 1", "data_dir", "want a string")
 	f("several problems", "foo: 1\nbar: 2\n", "2 problems", "line 1", "line 2")
 	f("alias bomb", "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n", "unknown key")

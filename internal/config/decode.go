@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -105,6 +106,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		if isNull(n) {
 			v.SetString("")
+			return
+		}
+		if i := strings.IndexFunc(n.Value, unicode.IsControl); i >= 0 {
+			d.fail(n, path, "the value holds a control character (%q at byte %d); write it on one line", n.Value[i], i)
 			return
 		}
 		v.SetString(n.Value)
