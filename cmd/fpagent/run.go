@@ -31,8 +31,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		"Run the agent: open the WAL and DuckDB (catching up on what the WAL holds), serve the\n"+
 			"admin API, then listen on the enabled inputs. SIGTERM or SIGINT stops the inputs,\n"+
 			"flushes everything into DuckDB and exits 0; a second signal exits at once. SIGHUP\n"+
-			"re-reads the config file and applies log.level (other changes need a restart and\n"+
-			"are logged as such). Without -config the agent runs on the defaults: data in\n"+
+			"re-reads the config file and applies log.level, admin.token, admin.query_max_rows and\n"+
+			"admin.query_timeout (other changes need a restart and are logged as such). Without -config the agent runs on the defaults: data in\n"+
 			"./fpagent-data, every listener on 127.0.0.1. See also: fpagent help.", stderr)
 	path := fs.String("config", "", "config file (YAML); see agent.yaml.example")
 	if code, ok := parseFlags(fs, args); !ok {
@@ -76,6 +76,7 @@ type agent struct {
 	counters  *inputs.Registry
 	inputs    []namedInput
 	adminSrv  *http.Server
+	admin     *admin.Server
 	adminAddr string      // where the admin API listens
 	listening atomic.Bool // every input listens
 	stopping  atomic.Bool
@@ -192,6 +193,7 @@ func (a *agent) start() (int, error) {
 	if err != nil {
 		return exitFailure, err
 	}
+	a.admin = srv
 	ln, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		return exitFailure, listenError("admin.listen", cfg.Admin.Listen, err)
@@ -317,7 +319,8 @@ func (a *agent) shutdown() bool {
 }
 
 // reload re-reads the config file and applies what can change without
-// losing data: log.level. Other changes are listed as needing a restart.
+// losing data: log.level, admin.token, admin.query_max_rows and
+// admin.query_timeout. Other changes are logged as needing a restart.
 func (a *agent) reload() {
 	if a.cfgPath == "" {
 		a.log.Info("SIGHUP: no config file to reload (running on defaults)")
@@ -329,14 +332,34 @@ func (a *agent) reload() {
 		return
 	}
 	var applied []string
-	if next.Log.Level != a.cfg.Log.Level {
+	cur := a.cfg
+	if next.Log.Level != cur.Log.Level {
 		a.level.Set(parseLevel(next.Log.Level))
-		applied = append(applied, fmt.Sprintf("log.level %s -> %s", a.cfg.Log.Level, next.Log.Level))
-		a.cfg.Log.Level = next.Log.Level
+		applied = append(applied, fmt.Sprintf("log.level %s -> %s", cur.Log.Level, next.Log.Level))
+		cur.Log.Level = next.Log.Level
 	}
-	pending := config.Diff(a.cfg, next)
-	a.log.Info("SIGHUP: config reloaded", "file", a.cfgPath, "applied", strings.Join(applied, ", "),
-		"need_restart", strings.Join(pending, ", "))
+	if next.Admin.Token != cur.Admin.Token {
+		applied = append(applied, "admin.token")
+	}
+	if next.Admin.QueryMaxRows != cur.Admin.QueryMaxRows {
+		applied = append(applied, fmt.Sprintf("admin.query_max_rows %d -> %d", cur.Admin.QueryMaxRows, next.Admin.QueryMaxRows))
+	}
+	if next.Admin.QueryTimeout != cur.Admin.QueryTimeout {
+		applied = append(applied, fmt.Sprintf("admin.query_timeout %s -> %s", cur.Admin.QueryTimeout, next.Admin.QueryTimeout))
+	}
+	cur.Admin.Token, cur.Admin.QueryMaxRows, cur.Admin.QueryTimeout = next.Admin.Token, next.Admin.QueryMaxRows, next.Admin.QueryTimeout
+	if a.admin != nil {
+		a.admin.SetLimits(admin.Limits{Token: cur.Admin.Token, QueryMaxRows: cur.Admin.QueryMaxRows, QueryTimeout: cur.Admin.QueryTimeout.D()})
+	}
+	pending := config.Diff(cur, next)
+	if len(applied) == 0 {
+		applied = []string{"nothing changed that can be applied"}
+	}
+	attrs := []any{"file", a.cfgPath, "applied", strings.Join(applied, ", ")}
+	if len(pending) > 0 {
+		attrs = append(attrs, "changed_but_need_restart", strings.Join(pending, ", "))
+	}
+	a.log.Info("SIGHUP: config reloaded", attrs...)
 	a.status("ready: " + a.listenSummary())
 }
 

@@ -80,7 +80,7 @@ func TestProcessSignalsAndNotify(t *testing.T) {
 		}
 		close(lines)
 	}()
-	waitFor := func(ch <-chan string, what string) {
+	waitFor := func(ch <-chan string, what string) string {
 		t.Helper()
 		timeout := time.After(20 * time.Second)
 		for {
@@ -90,7 +90,7 @@ func TestProcessSignalsAndNotify(t *testing.T) {
 					t.Fatalf("closed while waiting for %q", what)
 				}
 				if strings.Contains(s, what) {
-					return
+					return s
 				}
 			case <-timeout:
 				t.Fatalf("no %q within 20s", what)
@@ -99,13 +99,16 @@ func TestProcessSignalsAndNotify(t *testing.T) {
 	}
 	waitFor(notes, "READY=1")
 
-	if err := os.WriteFile(cfgPath, []byte(strings.Replace(text, "level: info", "level: debug", 1)), 0o644); err != nil {
+	changed := strings.Replace(text, "level: info", "level: debug", 1) + "storage: {batch_size: 7}\n"
+	if err := os.WriteFile(cfgPath, []byte(changed), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(lines, "log.level info -> debug")
+	if line := waitFor(lines, "log.level info -> debug"); !strings.Contains(line, "changed_but_need_restart=storage.batch_size") {
+		t.Errorf("the reload line does not name storage.batch_size as needing a restart: %s", line)
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

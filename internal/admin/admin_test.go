@@ -405,3 +405,23 @@ func TestQueryAllowed(t *testing.T) {
 		}
 	}
 }
+
+func TestSetLimits(t *testing.T) {
+	s, err := New(Options{DB: testDB(t), QueryMaxRows: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	q := ts.URL + "/api/v1/query?q=" + url.QueryEscape("SELECT * FROM range(10)")
+	if _, _, body := get(t, q); !strings.Contains(body, `"row_count": 5`) {
+		t.Fatalf("before: %s", body)
+	}
+	s.SetLimits(Limits{Token: "new", QueryMaxRows: 7})
+	if code, _, _ := get(t, q); code != 401 {
+		t.Fatalf("a new token is not required: %d", code)
+	}
+	if _, _, body := get(t, q, "Authorization", "Bearer new"); !strings.Contains(body, `"row_count": 7`) {
+		t.Fatalf("after: %s", body)
+	}
+}

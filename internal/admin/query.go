@@ -52,7 +52,8 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "storage is not open")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opt.QueryTimeout)
+	lim := s.limits.Load()
+	ctx, cancel := context.WithTimeout(r.Context(), lim.QueryTimeout)
 	defer cancel()
 	select {
 	case s.queries <- struct{}{}:
@@ -62,11 +63,11 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
 			"%d queries were running for all of query_timeout %s; retry later or raise admin.max_concurrent_queries",
-			s.opt.MaxConcurrentQueries, s.opt.QueryTimeout))
+			s.opt.MaxConcurrentQueries, lim.QueryTimeout))
 		return
 	}
 	start := time.Now()
-	res, err := s.run(ctx, q)
+	res, err := s.run(ctx, q, lim.QueryMaxRows)
 	var refused *RefusedError
 	switch {
 	case errors.As(err, &refused):
@@ -76,7 +77,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	case err != nil && ctx.Err() == context.DeadlineExceeded:
 		s.m.queries.WithLabelValues("timeout").Inc()
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
-			"the query ran longer than query_timeout %s and was interrupted; narrow it (e.g. WHERE ts > now() - INTERVAL 1 HOUR) or raise admin.query_timeout", s.opt.QueryTimeout))
+			"the query ran longer than query_timeout %s and was interrupted; narrow it (e.g. WHERE ts > now() - INTERVAL 1 HOUR) or raise admin.query_timeout", lim.QueryTimeout))
 		return
 	case err != nil:
 		s.m.queries.WithLabelValues("error").Inc()
@@ -165,8 +166,8 @@ func orDefault(s, def string) string {
 }
 
 // run checks q and runs it in a read-only transaction on a connection of its
-// own, reading at most QueryMaxRows rows.
-func (s *Server) run(ctx context.Context, q string) (res *QueryResult, err error) {
+// own, reading at most maxRows rows.
+func (s *Server) run(ctx context.Context, q string, maxRows int) (res *QueryResult, err error) {
 	if err := precheck(q); err != nil {
 		return nil, err
 	}
@@ -192,14 +193,14 @@ func (s *Server) run(ctx context.Context, q string) (res *QueryResult, err error
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION READ ONLY"); err != nil {
 		return nil, err
 	}
-	res, err = s.readRows(ctx, conn, q)
+	res, err = readRows(ctx, conn, q, maxRows)
 	if _, rbErr := conn.ExecContext(context.Background(), "ROLLBACK"); rbErr == nil && ctx.Err() == nil {
 		clean = true
 	}
 	return res, err
 }
 
-func (s *Server) readRows(ctx context.Context, conn *sql.Conn, q string) (*QueryResult, error) {
+func readRows(ctx context.Context, conn *sql.Conn, q string, maxRows int) (*QueryResult, error) {
 	rows, err := conn.QueryContext(ctx, q)
 	if err != nil {
 		return nil, err
@@ -209,7 +210,7 @@ func (s *Server) readRows(ctx context.Context, conn *sql.Conn, q string) (*Query
 	if err != nil {
 		return nil, err
 	}
-	res := &QueryResult{Columns: make([]string, len(cols)), Types: make([]string, len(cols)), Rows: [][]any{}, MaxRows: s.opt.QueryMaxRows}
+	res := &QueryResult{Columns: make([]string, len(cols)), Types: make([]string, len(cols)), Rows: [][]any{}, MaxRows: maxRows}
 	for i, c := range cols {
 		res.Columns[i] = c.Name()
 		res.Types[i] = c.DatabaseTypeName()
@@ -220,7 +221,7 @@ func (s *Server) readRows(ctx context.Context, conn *sql.Conn, q string) (*Query
 		ptrs[i] = &vals[i]
 	}
 	for rows.Next() {
-		if len(res.Rows) == s.opt.QueryMaxRows {
+		if len(res.Rows) == maxRows {
 			res.Truncated = true
 			break
 		}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +35,7 @@ type Options struct {
 	Logger   *slog.Logger
 	Version  version.Info
 	Started  time.Time // for uptime; zero = when New is called
-	Token    string    // bearer token for every endpoint; "" = none
+	Token    string    // bearer token for every endpoint; "" = none (see SetLimits)
 	Records  Records
 	DB       *sql.DB               // DuckDB, for /api/v1/query and the duckdb section of /stats
 	Stats    func() any            // storage stats; their JSON fields are the top level of /stats
@@ -52,6 +53,7 @@ type Options struct {
 // Server serves the admin API. Use Handler with an http.Server.
 type Server struct {
 	opt     Options
+	limits  atomic.Pointer[Limits]
 	log     *slog.Logger
 	mux     *http.ServeMux
 	queries chan struct{} // semaphore of running queries
@@ -62,6 +64,26 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	queries  *prometheus.CounterVec
+}
+
+// Limits are the settings that may change while the server runs (SIGHUP).
+type Limits struct {
+	Token        string
+	QueryMaxRows int
+	QueryTimeout time.Duration
+}
+
+// SetLimits replaces the running limits; zero numbers keep their current value.
+// Requests under way finish with the limits they started with.
+func (s *Server) SetLimits(l Limits) {
+	cur := s.limits.Load()
+	if l.QueryMaxRows <= 0 {
+		l.QueryMaxRows = cur.QueryMaxRows
+	}
+	if l.QueryTimeout <= 0 {
+		l.QueryTimeout = cur.QueryTimeout
+	}
+	s.limits.Store(&l)
 }
 
 // NewRegistry returns a registry of fpagent's own, with the Go and process
@@ -101,6 +123,7 @@ func New(opt Options) (*Server, error) {
 		opt.MaxQuerySize = 1 << 20
 	}
 	s := &Server{opt: opt, log: opt.Logger, mux: http.NewServeMux(), queries: make(chan struct{}, opt.MaxConcurrentQueries)}
+	s.limits.Store(&Limits{Token: opt.Token, QueryMaxRows: opt.QueryMaxRows, QueryTimeout: opt.QueryTimeout})
 	s.m = &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fpagent_admin_requests_total", Help: "Admin API requests by handler and status code.",
@@ -211,11 +234,12 @@ func (s *Server) handle(pattern, name string, h http.HandlerFunc) {
 }
 
 func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if s.opt.Token == "" {
+	token := s.limits.Load().Token
+	if token == "" {
 		return true
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(s.opt.Token)) == 1 {
+	if ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1 {
 		return true
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="fpagent admin"`)
