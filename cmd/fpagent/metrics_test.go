@@ -74,7 +74,23 @@ func TestMetricsAndAccounting(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	resp, err := http.Get("http://" + a.adminAddr + "/metrics")
+	// The latest record of a key, through the admin API, from the real store.
+	resp, err := http.Get("http://" + a.adminAddr + "/api/v1/records/cpu,host=b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(rec), `"usage":2`) || !strings.Contains(string(rec), `"host":"b"`) {
+		t.Fatalf("record: %d %s", resp.StatusCode, rec)
+	}
+	if resp, err := http.Get("http://" + a.adminAddr + "/api/v1/records/nope"); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("missing record: %v %v", resp.StatusCode, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	resp, err = http.Get("http://" + a.adminAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
