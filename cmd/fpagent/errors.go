@@ -23,6 +23,19 @@ func listenError(key, addr string, err error) error {
 	return fmt.Errorf("%s %s: %w", key, addr, err)
 }
 
+// listenAddr is the configured address of the named input.
+func listenAddr(cfg *config.Config, name string) string {
+	switch name {
+	case "http":
+		return cfg.Inputs.HTTP.Listen
+	case "tcp":
+		return cfg.Inputs.TCP.Listen
+	case "udp":
+		return cfg.Inputs.UDP.Listen
+	}
+	return ""
+}
+
 // duckLockRE finds the process DuckDB names when its file is locked:
 // "Conflicting lock is held in /usr/bin/fpagent (PID 1234)".
 var duckLockRE = regexp.MustCompile(`Conflicting lock is held in (.*?) \(PID (\d+)\)`)

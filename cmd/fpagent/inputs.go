@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/fpagent/fpagent/inputs"
+	"github.com/fpagent/fpagent/inputs/httpwrite"
 	"github.com/fpagent/fpagent/inputs/lineproto"
 	"github.com/fpagent/fpagent/inputs/socket"
 	"github.com/fpagent/fpagent/internal/config"
@@ -14,6 +15,26 @@ import (
 func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log *slog.Logger) ([]namedInput, error) {
 	var out []namedInput
 	in := cfg.Inputs
+	if in.HTTP.Enabled {
+		h := in.HTTP
+		srv, err := httpwrite.NewServer(httpwrite.Options{
+			Addr:               h.Listen,
+			MaxBodyBytes:       int64(h.MaxBodySize),
+			MaxConcurrent:      h.MaxConcurrentRequests,
+			QueueTimeout:       h.QueueTimeout.D(),
+			Token:              h.Token,
+			DatabaseTag:        h.DatabaseTag,
+			DisableDatabaseTag: h.DatabaseTag == "",
+			TLSCertFile:        h.TLS.CertFile,
+			TLSKeyFile:         h.TLS.KeyFile,
+			ReadTimeout:        h.ReadTimeout.D(),
+			IdleTimeout:        h.IdleTimeout.D(),
+		}, sink, reg.Counters("http"), log)
+		if err != nil {
+			return nil, fmt.Errorf("inputs.http: %w", err)
+		}
+		out = append(out, namedInput{"http", srv, func() string { return srv.Addr().String() }})
+	}
 	if in.TCP.Enabled {
 		prec, err := lineproto.ParsePrecision(in.TCP.Precision)
 		if err != nil {

@@ -41,6 +41,16 @@ func TestMetricsAndAccounting(t *testing.T) {
 	fmt.Fprint(uconn, "disk,dev=sda used=1\nbroken line\n")
 	uconn.Close()
 
+	resp, err := http.Post("http://"+addr["http"]+"/write?db=test", "text/plain",
+		strings.NewReader("net,if=eth0 rx=1i 1700000000000000000\nnot valid\nnet,if=eth1 rx=2i 1700000000000000000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 == 5 {
+		t.Fatalf("http write: %s", resp.Status)
+	}
+
 	type counts struct {
 		Received  uint64 `json:"received_points"`
 		Persisted uint64 `json:"persisted_points"`
@@ -61,9 +71,10 @@ func TestMetricsAndAccounting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tcp, udp := stats.Inputs["tcp"], stats.Inputs["udp"]
-		if tcp.Received == 5 && udp.Received == 2 && tcp.Persisted+tcp.Rejected+tcp.Dropped == 5 && udp.Persisted+udp.Rejected+udp.Dropped == 2 {
-			if tcp.Persisted != 3 || tcp.Rejected != 2 || udp.Persisted != 1 || udp.Rejected != 1 {
+		tcp, udp, web := stats.Inputs["tcp"], stats.Inputs["udp"], stats.Inputs["http"]
+		if tcp.Received == 5 && udp.Received == 2 && web.Received == 3 && tcp.Persisted+tcp.Rejected+tcp.Dropped == 5 &&
+			udp.Persisted+udp.Rejected+udp.Dropped == 2 && web.Persisted+web.Rejected+web.Dropped == 3 {
+			if tcp.Persisted != 3 || tcp.Rejected != 2 || udp.Persisted != 1 || udp.Rejected != 1 || web.Persisted != 2 || web.Rejected != 1 {
 				t.Fatalf("counts: %+v", stats.Inputs)
 			}
 			break
@@ -75,7 +86,7 @@ func TestMetricsAndAccounting(t *testing.T) {
 	}
 
 	// The latest record of a key, through the admin API, from the real store.
-	resp, err := http.Get("http://" + a.adminAddr + "/api/v1/records/cpu,host=b")
+	resp, err = http.Get("http://" + a.adminAddr + "/api/v1/records/cpu,host=b")
 	if err != nil {
 		t.Fatal(err)
 	}

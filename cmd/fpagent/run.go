@@ -218,7 +218,8 @@ func (a *agent) start() (int, error) {
 	}
 	for _, in := range ins {
 		if err := in.in.Start(); err != nil {
-			return exitFailure, err
+			key := "inputs." + in.name + ".listen"
+			return exitFailure, listenError(key, listenAddr(cfg, in.name), err)
 		}
 		a.inputs = append(a.inputs, in)
 	}

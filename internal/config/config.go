@@ -85,10 +85,12 @@ type HTTPInput struct {
 	Enabled               bool      `yaml:"enabled"`
 	Listen                string    `yaml:"listen"`
 	MaxBodySize           Size      `yaml:"max_body_size"`
-	Precision             string    `yaml:"precision"` // default when the request names none
 	Token                 string    `yaml:"token"`
-	DatabaseTag           string    `yaml:"database_tag"` // "" = do not tag points with ?db=
+	DatabaseTag           string    `yaml:"database_tag"` // "" = do not tag points with ?db= / bucket
 	MaxConcurrentRequests int       `yaml:"max_concurrent_requests"`
+	QueueTimeout          Duration  `yaml:"queue_timeout"` // a request over the limit waits this long, then 429
+	ReadTimeout           Duration  `yaml:"read_timeout"`  // whole request, body included
+	IdleTimeout           Duration  `yaml:"idle_timeout"`  // keep-alive connections
 	TLS                   ServerTLS `yaml:"tls"`
 }
 
@@ -192,8 +194,9 @@ func Default() *Config {
 		},
 		Inputs: Inputs{
 			HTTP: HTTPInput{
-				Enabled: true, Listen: "127.0.0.1:8186", MaxBodySize: 32 << 20, Precision: "ns",
-				MaxConcurrentRequests: 64,
+				Enabled: true, Listen: "127.0.0.1:8186", MaxBodySize: 32 << 20, DatabaseTag: "db",
+				MaxConcurrentRequests: 64, QueueTimeout: Duration(time.Second),
+				ReadTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute),
 			},
 			TCP: TCPInput{
 				Enabled: true, Listen: "127.0.0.1:8094", MaxConnections: 256, MaxLineSize: 64 << 10,

@@ -120,8 +120,13 @@ func (cfg *Config) validate(lines map[string]int) []Problem {
 	h := &cfg.Inputs.HTTP
 	c.listen("inputs.http.listen", h.Listen)
 	c.size("inputs.http.max_body_size", h.MaxBodySize, 1<<10)
-	c.oneOf("inputs.http.precision", h.Precision, precisions...)
 	c.atLeast("inputs.http.max_concurrent_requests", int64(h.MaxConcurrentRequests), 1, "")
+	c.positive("inputs.http.queue_timeout", h.QueueTimeout)
+	c.positive("inputs.http.read_timeout", h.ReadTimeout)
+	c.positive("inputs.http.idle_timeout", h.IdleTimeout)
+	if strings.ContainsAny(h.DatabaseTag, ",= \\") {
+		c.bad("inputs.http.database_tag", "%q is not a plain tag key (no commas, =, spaces or backslashes)", h.DatabaseTag)
+	}
 	if (h.TLS.CertFile == "") != (h.TLS.KeyFile == "") {
 		c.bad("inputs.http.tls", "set both cert_file and key_file, or neither")
 	}
