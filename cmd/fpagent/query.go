@@ -27,6 +27,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "read admin.listen and admin.token from this config file")
 	token := fs.String("token", "", "admin bearer token (default: $FPAGENT_ADMIN_TOKEN, else admin.token of -config)")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+	flush := fs.Bool("flush", false, "first flush what the WAL holds into DuckDB (POST /api/v1/flush), so the query sees the latest writes")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -60,42 +61,23 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	if *format == "csv" {
 		wire = "csv"
 	}
+	client := &http.Client{Timeout: *timeout}
+	if *flush {
+		if _, _, err := call(client, baseURL(*addr)+"/api/v1/flush", *token, nil); err != nil {
+			fmt.Fprintf(stderr, "fpagent query: flush: %v\n", err)
+			return exitFailure
+		}
+	}
 	body, _ := json.Marshal(map[string]string{"q": fs.Arg(0), "format": wire})
-	u := baseURL(*addr) + "/api/v1/query"
-	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
+	data, hdr, err := call(client, baseURL(*addr)+"/api/v1/query", *token, body)
 	if err != nil {
 		fmt.Fprintf(stderr, "fpagent query: %v\n", err)
-		return exitUsage
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if *token != "" {
-		req.Header.Set("Authorization", "Bearer "+*token)
-	}
-	resp, err := (&http.Client{Timeout: *timeout}).Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "fpagent query: cannot reach the agent at %s: %v\n(is it running? is -addr right?)\n", u, err)
-		return exitFailure
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		fmt.Fprintf(stderr, "fpagent query: read the answer: %v\n", err)
-		return exitFailure
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
-		fmt.Fprintf(stderr, "fpagent query: %s: %s\n", resp.Status, e.Error)
 		return exitFailure
 	}
 	switch *format {
 	case "csv", "json":
 		_, _ = stdout.Write(data)
-		if resp.Header.Get("X-Fpagent-Truncated") == "true" {
+		if hdr.Get("X-Fpagent-Truncated") == "true" {
 			fmt.Fprintln(stderr, "fpagent query: the answer was cut at admin.query_max_rows rows")
 		}
 		return exitOK
@@ -120,6 +102,38 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, note)
 	return exitOK
+}
+
+// call POSTs body (JSON) to u and returns the answer of a 200, or an error
+// that carries the API's own message.
+func call(client *http.Client, u, token string, body []byte) ([]byte, http.Header, error) {
+	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach the agent at %s: %w\n(is it running? is -addr right?)", u, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return nil, nil, fmt.Errorf("%s: %s", resp.Status, e.Error)
+	}
+	return data, resp.Header, nil
 }
 
 // baseURL turns a listen address into a URL to reach it: a wildcard host

@@ -186,7 +186,7 @@ func (a *agent) start() (int, error) {
 		Token: cfg.Admin.Token, Records: store, DB: store.DB(),
 		Stats:  func() any { return store.Stats() },
 		Inputs: func() any { return a.counters.Snapshot() },
-		Ready:  a.ready, Gatherer: reg, Register: reg,
+		Ready:  a.ready, Gatherer: reg, Register: reg, Flush: store.ForceFlush,
 		QueryMaxRows: cfg.Admin.QueryMaxRows, QueryTimeout: cfg.Admin.QueryTimeout.D(),
 		MaxConcurrentQueries: cfg.Admin.MaxConcurrentQueries,
 	})

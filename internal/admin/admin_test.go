@@ -242,6 +242,7 @@ func TestQuery(t *testing.T) {
 		{"application/sql", "select 42 as answer;"},
 		{"application/json", `{"q": "SELECT 42 AS answer"}`},
 		{"application/x-www-form-urlencoded", "q=" + url.QueryEscape("SELECT 42 AS answer")},
+		{"application/x-www-form-urlencoded", "SELECT 42 AS answer"}, // curl -d "SELECT …"
 	} {
 		code, _, body := post(t, ts.URL+"/api/v1/query", c.ctype, c.body)
 		if code != 200 || !strings.Contains(body, `"answer"`) || !strings.Contains(body, "42") {
@@ -423,5 +424,22 @@ func TestSetLimits(t *testing.T) {
 	}
 	if _, _, body := get(t, q, "Authorization", "Bearer new"); !strings.Contains(body, `"row_count": 7`) {
 		t.Fatalf("after: %s", body)
+	}
+}
+
+func TestFlush(t *testing.T) {
+	flushed := 0
+	ts := newTestServer(t, Options{QueryTimeout: time.Second, Flush: func(ctx context.Context) error {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("flush without a deadline")
+		}
+		flushed++
+		return nil
+	}})
+	if code, _, body := post(t, ts.URL+"/api/v1/flush", "text/plain", ""); code != 200 || flushed != 1 || !strings.Contains(body, "flushed") {
+		t.Fatalf("flush = %d %s (%d calls)", code, body, flushed)
+	}
+	if code, _, _ := get(t, ts.URL+"/api/v1/flush"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /api/v1/flush = %d", code)
 	}
 }

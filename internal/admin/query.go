@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -141,11 +142,14 @@ func (s *Server) readQuery(w http.ResponseWriter, r *http.Request) (q, format st
 		q = orDefault(in.Q, in.Query)
 		format = orDefault(format, in.Format)
 	case "application/x-www-form-urlencoded":
-		r.Body = io.NopCloser(strings.NewReader(string(body)))
-		if err := r.ParseForm(); err != nil {
-			return "", "", fmt.Errorf("read the form: %w", err)
+		// A form q=…; but curl -d "SELECT …" sends plain SQL under this
+		// type too, so a body without a q field is taken as the SQL itself.
+		form, err := url.ParseQuery(string(body))
+		if err == nil && form.Has("q") {
+			q, format = form.Get("q"), orDefault(format, form.Get("format"))
+			break
 		}
-		q, format = r.PostForm.Get("q"), orDefault(format, r.PostForm.Get("format"))
+		q = string(body)
 	default:
 		if !utf8.Valid(body) {
 			return "", "", errors.New("the body is not UTF-8 text")

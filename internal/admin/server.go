@@ -37,12 +37,13 @@ type Options struct {
 	Started  time.Time // for uptime; zero = when New is called
 	Token    string    // bearer token for every endpoint; "" = none (see SetLimits)
 	Records  Records
-	DB       *sql.DB               // DuckDB, for /api/v1/query and the duckdb section of /stats
-	Stats    func() any            // storage stats; their JSON fields are the top level of /stats
-	Inputs   func() any            // per-input counters, the "inputs" section of /stats
-	Ready    func() (bool, string) // nil = always ready
-	Gatherer prometheus.Gatherer   // what /metrics serves; nil = 404
-	Register prometheus.Registerer // where the admin API's own metrics go; nil = nowhere
+	DB       *sql.DB                     // DuckDB, for /api/v1/query and the duckdb section of /stats
+	Stats    func() any                  // storage stats; their JSON fields are the top level of /stats
+	Inputs   func() any                  // per-input counters, the "inputs" section of /stats
+	Ready    func() (bool, string)       // nil = always ready
+	Flush    func(context.Context) error // POST /api/v1/flush moves the WAL into DuckDB now; nil = no such endpoint
+	Gatherer prometheus.Gatherer         // what /metrics serves; nil = 404
+	Register prometheus.Registerer       // where the admin API's own metrics go; nil = nowhere
 
 	QueryMaxRows         int           // default 10000
 	QueryTimeout         time.Duration // default 10s
@@ -159,6 +160,9 @@ func New(opt Options) (*Server, error) {
 	s.handle("GET /stats", "stats", s.stats)
 	s.handle("GET /api/v1/records/{key...}", "records", s.record)
 	s.handle("GET /api/v1/records", "records", s.record)
+	if opt.Flush != nil {
+		s.handle("POST /api/v1/flush", "flush", s.flush)
+	}
 	s.handle("GET /api/v1/query", "query", s.query)
 	s.handle("POST /api/v1/query", "query", s.query)
 	if opt.Gatherer != nil {
@@ -182,6 +186,8 @@ func allowedMethods(path string) string {
 	switch {
 	case path == "/api/v1/query":
 		return "GET, POST"
+	case path == "/api/v1/flush":
+		return "POST"
 	case path == "/health", path == "/ready", path == "/stats", path == "/metrics",
 		strings.HasPrefix(path, "/api/v1/records"):
 		return "GET"
@@ -354,6 +360,19 @@ func (s *Server) record(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(rec)
 	}
+}
+
+// flush moves everything the WAL holds into DuckDB now, so that a query sees
+// what was just written (flushes otherwise run every flush_interval).
+func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.limits.Load().QueryTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := s.opt.Flush(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "flush: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "flushed", "elapsed_seconds": time.Since(start).Seconds()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
