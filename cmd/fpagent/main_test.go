@@ -116,8 +116,14 @@ func TestVersion(t *testing.T) {
 
 func TestQueryClient(t *testing.T) {
 	var gotAuth, gotBody string
+	flushes := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotAuth = r.Header.Get("Authorization")
+		if r.URL.Path == "/api/v1/flush" {
+			flushes++
+			fmt.Fprint(w, `{"status": "flushed"}`)
+			return
+		}
 		b := new(bytes.Buffer)
 		_, _ = b.ReadFrom(r.Body)
 		gotBody = b.String()
@@ -145,8 +151,8 @@ func TestQueryClient(t *testing.T) {
 	if gotAuth != "Bearer tok" || !strings.Contains(gotBody, `"q":"SELECT * FROM readings"`) {
 		t.Fatalf("request: auth %q body %q", gotAuth, gotBody)
 	}
-	if code, stdout, _ := runCmd("query", "-addr", addr, "-format", "csv", "SELECT 3 AS n"); code != exitOK || stdout != "n\n3\n" {
-		t.Fatalf("csv: exit %d %q", code, stdout)
+	if code, stdout, _ := runCmd("query", "-addr", addr, "-format", "csv", "-flush", "SELECT 3 AS n"); code != exitOK || stdout != "n\n3\n" || flushes != 1 {
+		t.Fatalf("csv with -flush: exit %d %q, %d flushes", code, stdout, flushes)
 	}
 	code, _, stderr = runCmd("query", "-addr", addr, "DROP TABLE readings")
 	if code != exitFailure || !strings.Contains(stderr, "DROP statements are not allowed") {
