@@ -649,10 +649,8 @@ func (s *Store) removeCovered(final bool) {
 	cp := wal.Position(s.checkpoint.Load())
 	if final && cp >= s.wal.LastPosition() {
 		// Seal the active segment so that it can go too.
-		if r, ok := any(s.wal).(interface{ Rotate() error }); ok {
-			if err := r.Rotate(); err != nil {
-				s.log.Warn("sealing the active WAL segment failed", "error", err)
-			}
+		if err := s.wal.Rotate(); err != nil {
+			s.log.Warn("sealing the active WAL segment failed", "error", err)
 		}
 	}
 	if _, err := s.wal.RemoveBefore(cp + 1); err != nil {
