@@ -12,7 +12,7 @@ import (
 
 func TestRegistryCounters(t *testing.T) {
 	r := NewRegistry()
-	if r.Counters("tcp") != r.Counters("tcp") {
+	if a, b := r.Counters("tcp"), r.Counters("tcp"); a != b {
 		t.Fatal("Counters returned different counters for the same input")
 	}
 	var wg sync.WaitGroup

@@ -48,6 +48,7 @@ func TestUDPMixedLines(t *testing.T) {
 	if !sink.WaitFor(4, 2, 5*time.Second) {
 		t.Fatalf("got %d points and %d rejects", len(sink.Points()), len(sink.Rejects()))
 	}
+	waitSettled(t, counters)
 	lines := map[int]bool{}
 	for _, r := range sink.Rejects() {
 		lines[r.Line] = true
@@ -74,6 +75,7 @@ func TestUDPTruncatedDatagram(t *testing.T) {
 	if r := sink.Rejects()[0]; r.Line != 4 || !strings.Contains(r.Reason, "max_datagram_bytes (40)") || string(r.Payload) != "cpu v=4444" {
 		t.Errorf("reject %+v", r)
 	}
+	waitSettled(t, counters)
 	if s := settled(t, counters); s.Oversize != 1 || len(sink.Points()) != 3 {
 		t.Errorf("counters %+v, points %d", s, len(sink.Points()))
 	}
@@ -101,4 +103,14 @@ func TestUDPDropsWhatItCannotStore(t *testing.T) {
 	if s.ReceivedPoints != 101 || s.DroppedPoints == 0 || s.PersistedPoints == 0 || s.PersistedPoints != uint64(len(sink.Points())) {
 		t.Errorf("counters %+v, sink holds %d points", s, len(sink.Points()))
 	}
+}
+
+// waitSettled waits until every line received is counted as settled: the
+// sink holds a batch a moment before the listener counts it.
+func waitSettled(t *testing.T, c *inputs.Counters) {
+	t.Helper()
+	waitUntil(t, "the counters settle", func() bool {
+		s := c.Snapshot()
+		return s.ReceivedPoints == s.PersistedPoints+s.RejectedPoints+s.DroppedPoints
+	})
 }
