@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"github.com/fpagent/fpagent/wal"
 	"net"
 	"net/http"
 	"os"
@@ -50,15 +51,17 @@ func TestDefaultsNoConfig(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "fpagent-data", "fpagent.duckdb")); err != nil {
 		t.Fatalf("no DuckDB file under ./fpagent-data: %v", err)
 	}
-	segs, _ := filepath.Glob(filepath.Join(dir, "fpagent-data", "wal", "*.wal"))
 	db := openDB(t, filepath.Join(dir, "fpagent-data", "fpagent.duckdb"))
 	if n := queryInt(t, db, `SELECT count(*) FROM readings WHERE measurement = 'room' AND (tags->>'db') = 'b'`); n != 1 {
 		t.Fatalf("readings after stop: %d", n)
 	}
-	for _, s := range segs {
-		if fi, err := os.Stat(s); err == nil && fi.Size() > 64 {
-			t.Errorf("WAL segment %s (%d bytes) left after a clean stop", filepath.Base(s), fi.Size())
-		}
+	l, err := wal.Open(filepath.Join(dir, "fpagent-data", "wal"), wal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if recs, bytes := l.Behind(0); recs != 0 {
+		t.Fatalf("the WAL holds %d records (%d bytes) after a clean stop: %+v", recs, bytes, l.Stats())
 	}
 }
 
