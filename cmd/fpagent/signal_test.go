@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestMain lets a test run this very binary as the agent (FPAGENT_TEST_MAIN=1),
@@ -19,7 +21,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv("FPAGENT_TEST_MAIN") == "1" {
 		os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	// Every agent a test starts must stop everything it started.
+	goleak.VerifyTestMain(m)
 }
 
 func freePort(t *testing.T) string {
