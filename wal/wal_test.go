@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -667,5 +668,84 @@ func TestEmptyRecordsAndBatches(t *testing.T) {
 	got := readAll(t, l, 0)
 	if len(got) != 1 || got[0].pos != 1 || got[0].rec != "" {
 		t.Fatalf("read %v", got)
+	}
+}
+
+func TestSlowFsyncIsLogged(t *testing.T) {
+	fs := newMemFS()
+	fs.fault = func(op, name string) error {
+		if op == "sync" && strings.HasSuffix(name, segmentSuffix) {
+			time.Sleep(30 * time.Millisecond)
+		}
+		return nil
+	}
+	var logs syncBuffer
+	l := openT(t, "/wal", Options{FS: fs, SlowSync: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	defer l.Close()
+	appendN(t, l, 1)
+	if s := logs.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "slow fsync") || !strings.Contains(s, "duration=") {
+		t.Fatalf("no slow fsync warning with its duration in:\n%s", s)
+	}
+	if st := l.Stats(); st.MaxFsync < 30*time.Millisecond {
+		t.Fatalf("MaxFsync %v, want at least 30ms", st.MaxFsync)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSyncInterval checks that SyncInterval syncs in the background, with
+// no append waiting for it, and that SyncNone does not.
+func TestSyncInterval(t *testing.T) {
+	for _, policy := range []SyncPolicy{SyncInterval, SyncNone} {
+		t.Run(string(policy), func(t *testing.T) {
+			l := openT(t, t.TempDir(), Options{Sync: policy, SyncInterval: 10 * time.Millisecond})
+			defer l.Close()
+			before := l.Stats().Fsyncs
+			appendN(t, l, 3)
+			time.Sleep(100 * time.Millisecond)
+			synced := l.Stats().Fsyncs - before
+			switch {
+			case policy == SyncInterval && synced != 2: // the new segment, then one background sync
+				t.Fatalf("%d fsyncs after 3 appends and 10 intervals, want 2 (creation, one background sync)", synced)
+			case policy == SyncNone && synced != 1: // the new segment only
+				t.Fatalf("%d fsyncs under SyncNone, want 1 (creation)", synced)
+			}
+			if Position(l.synced.Load()) != 3 && policy == SyncInterval {
+				t.Fatalf("synced up to %d, want 3", l.synced.Load())
+			}
+		})
+	}
+}
+
+func TestCloseStopsGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for i := 0; i < 5; i++ {
+		l := openT(t, t.TempDir(), Options{Sync: SyncInterval, MaxSegmentAge: time.Second})
+		appendN(t, l, 10)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines before, %d after closing", before, runtime.NumGoroutine())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
