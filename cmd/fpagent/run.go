@@ -31,9 +31,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		"Run the agent: open the WAL and DuckDB (catching up on what the WAL holds), serve the\n"+
 			"admin API, then listen on the enabled inputs. SIGTERM or SIGINT stops the inputs,\n"+
 			"flushes everything into DuckDB and exits 0; a second signal exits at once. SIGHUP\n"+
-			"re-reads the config file and applies log.level, admin.token, admin.query_max_rows and\n"+
-			"admin.query_timeout (other changes need a restart and are logged as such). Without -config the agent runs on the defaults: data in\n"+
-			"./fpagent-data, every listener on 127.0.0.1. See also: fpagent help.", stderr)
+			"re-reads the config file and applies log.level, admin.token, admin.query_max_rows\n"+
+			"and admin.query_timeout; other changes need a restart and are logged as such.\n"+
+			"Without -config the agent runs on the defaults: data in ./fpagent-data, every\n"+
+			"listener on 127.0.0.1. See also: fpagent help.", stderr)
 	path := fs.String("config", "", "config file (YAML); see agent.yaml.example")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
