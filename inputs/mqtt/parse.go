@@ -257,7 +257,10 @@ func (p *parser) parse(b *storage.Batch, s *subscription, topic string, payload 
 			}
 			pt, reason := s.jsonPoint(obj, measurement, tags, recv)
 			if reason != "" {
-				raw, _ := json.Marshal(obj)
+				raw := payload // a lone object is kept as it came
+				if isArray {
+					raw, _ = json.Marshal(obj)
+				}
 				reject(line, reason, raw)
 				continue
 			}
@@ -479,13 +482,26 @@ func unixTime(v any, scale int64) (int64, error) {
 	default:
 		return 0, fmt.Errorf("%s is not a number of %s", jsonKind(v), unitName(scale))
 	}
-	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+	outside := fmt.Errorf("%s %s is outside the years 1678 to 2261", s, unitName(scale))
+	whole, frac, dotted := strings.Cut(s, ".")
+	if i, err := strconv.ParseInt(whole, 10, 64); err == nil && (!dotted || isDigits(frac)) {
 		if i > math.MaxInt64/scale || i < math.MinInt64/scale {
-			return 0, fmt.Errorf("%s %s overflows the time range", s, unitName(scale))
+			return 0, outside
 		}
 		ns := i * scale
+		// The fraction is read as decimal digits, exactly, to the nanosecond.
+		var f int64
+		for unit := scale / 10; unit > 0 && len(frac) > 0; unit /= 10 {
+			f += int64(frac[0]-'0') * unit
+			frac = frac[1:]
+		}
+		if strings.HasPrefix(whole, "-") {
+			ns -= f
+		} else {
+			ns += f
+		}
 		if ns < minTime || ns > maxTime {
-			return 0, fmt.Errorf("%s %s is outside the years 1678 to 2261", s, unitName(scale))
+			return 0, outside
 		}
 		return ns, nil
 	}
@@ -495,7 +511,7 @@ func unixTime(v any, scale int64) (int64, error) {
 	}
 	ns := f * float64(scale)
 	if ns < float64(minTime) || ns > float64(maxTime) {
-		return 0, fmt.Errorf("%s %s is outside the years 1678 to 2261", s, unitName(scale))
+		return 0, outside
 	}
 	return int64(math.Round(ns)), nil
 }
@@ -510,4 +526,13 @@ func unitName(scale int64) string {
 		return "microseconds"
 	}
 	return "nanoseconds"
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
