@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/fpagent/fpagent/inputs"
 	"github.com/fpagent/fpagent/inputs/httpwrite"
 	"github.com/fpagent/fpagent/inputs/lineproto"
+	"github.com/fpagent/fpagent/inputs/mqtt"
 	"github.com/fpagent/fpagent/inputs/socket"
 	"github.com/fpagent/fpagent/internal/config"
 )
@@ -70,7 +72,34 @@ func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log
 		out = append(out, namedInput{"udp", u, func() string { return u.Addr().String() }})
 	}
 	if in.MQTT.Enabled {
-		return nil, fmt.Errorf("inputs.mqtt.enabled: the MQTT input is not part of this build yet; set it to false")
+		m, err := mqtt.New(mqttOptions(in.MQTT), sink, reg.Counters("mqtt"), log)
+		if err != nil {
+			return nil, fmt.Errorf("inputs.mqtt: %w", err)
+		}
+		// addr shows the connection state where the others show their port.
+		out = append(out, namedInput{"mqtt", m, func() string {
+			st := m.State()
+			return fmt.Sprintf("%s as %s (%s)", strings.Join(in.MQTT.Brokers, ","), m.ClientID(), st.Reason)
+		}})
 	}
 	return out, nil
+}
+
+// mqttOptions maps the inputs.mqtt section onto the MQTT input's options.
+func mqttOptions(c config.MQTTInput) mqtt.Options {
+	o := mqtt.Options{
+		Brokers: c.Brokers, ClientID: c.ClientID, Username: c.Username, Password: c.Password,
+		CleanSession: c.CleanSession, Keepalive: c.Keepalive.D(), ConnectTimeout: c.ConnectTimeout.D(),
+		MaxInflight: c.MaxInflight, MaxPayloadBytes: int(c.MaxPayloadSize),
+		TLS: mqtt.TLSOptions{CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile,
+			ServerName: c.TLS.ServerName, InsecureSkipVerify: c.TLS.InsecureSkipVerify},
+	}
+	for _, s := range c.Subscriptions {
+		o.Subscriptions = append(o.Subscriptions, mqtt.Subscription{
+			Topic: s.Topic, QoS: byte(s.QoS), Format: s.Format, TopicPattern: s.TopicPattern,
+			Measurement: s.Measurement, TagKeys: s.TagKeys, TimeKey: s.TimeKey, TimeFormat: s.TimeFormat,
+			TopicTag: s.TopicTag,
+		})
+	}
+	return o
 }
