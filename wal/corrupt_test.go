@@ -244,6 +244,21 @@ func TestCorruption(t *testing.T) {
 			files:   []string{seg(0), seg(1), seg(2)},
 			last:    30,
 		},
+		"records superseded by a later segment": {
+			// A failed write left records 25-30 in segment 2, and the log
+			// went on at 25 in segment 3: the later segment wins, silently.
+			damage: func(t *testing.T, dir string) {
+				b := encodeSegmentHeader(segmentHeader{seq: 3, first: 25, prevLast: 24})
+				for p := Position(25); p <= 27; p++ {
+					b = appendRecord(b, p, cRec(p))
+				}
+				os.WriteFile(filepath.Join(dir, segmentName(3, 25)), b, 0o644)
+			},
+			read:   positionsExcept(28, 29, 30),
+			files:  []string{seg(0), seg(1), seg(2), segmentName(3, 25)},
+			last:   27,
+			newSeq: 4,
+		},
 		"damaged first record of a segment": {
 			damage: func(t *testing.T, dir string) {
 				editFile(t, filepath.Join(dir, seg(1)), func(b []byte) []byte { b[cOff(11, 11)+2] ^= 1; return b })

@@ -238,7 +238,14 @@ func (l *Log) recover() error {
 	}
 	var cands []*found
 	for _, name := range names {
-		if name == lockName || strings.HasSuffix(name, brokenSuffix) {
+		if base, ok := strings.CutSuffix(name, brokenSuffix); ok {
+			// Evidence; its sequence number is not to be reused.
+			if seq, _, ok := parseSegmentName(base); ok {
+				l.nextSeq = max(l.nextSeq, seq+1)
+			}
+			continue
+		}
+		if name == lockName {
 			continue
 		}
 		seq, _, ok := parseSegmentName(name)
@@ -308,14 +315,19 @@ func (l *Log) recover() error {
 		}
 	}
 
+	// A segment's records end below the first position of every later
+	// segment: what lies beyond was superseded after a failed write.
+	limits := make([]Position, len(good))
+	limit := Position(math.MaxUint64)
+	for i := len(good) - 1; i >= 0; i-- {
+		limits[i] = limit
+		limit = min(limit, good[i].hdr.first-1)
+	}
 	var sc scanner
 	sc.maxRec = l.opts.MaxRecordSize
 	var prev *segment
 	for i, c := range good {
-		limit := Position(math.MaxUint64)
-		if i+1 < len(good) {
-			limit = good[i+1].hdr.first - 1
-		}
+		limit := limits[i]
 		seg := &segment{seq: c.seq, first: c.hdr.first, prevLast: c.hdr.prevLast, name: c.name}
 		sc.reset(c.f, c.size)
 		res := l.scanSegment(&sc, seg, limit)
