@@ -35,7 +35,7 @@ func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log
 		if err != nil {
 			return nil, fmt.Errorf("inputs.http: %w", err)
 		}
-		out = append(out, namedInput{"http", srv, func() string { return srv.Addr().String() }})
+		out = append(out, namedInput{name: "http", in: srv, addr: func() string { return srv.Addr().String() }})
 	}
 	if in.TCP.Enabled {
 		prec, err := lineproto.ParsePrecision(in.TCP.Precision)
@@ -52,7 +52,7 @@ func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log
 		if err != nil {
 			return nil, fmt.Errorf("inputs.tcp: %w", err)
 		}
-		out = append(out, namedInput{"tcp", t, func() string { return t.Addr().String() }})
+		out = append(out, namedInput{name: "tcp", in: t, addr: func() string { return t.Addr().String() }})
 	}
 	if in.UDP.Enabled {
 		prec, err := lineproto.ParsePrecision(in.UDP.Precision)
@@ -69,7 +69,7 @@ func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log
 		if err != nil {
 			return nil, fmt.Errorf("inputs.udp: %w", err)
 		}
-		out = append(out, namedInput{"udp", u, func() string { return u.Addr().String() }})
+		out = append(out, namedInput{name: "udp", in: u, addr: func() string { return u.Addr().String() }})
 	}
 	if in.MQTT.Enabled {
 		m, err := mqtt.New(mqttOptions(in.MQTT), sink, reg.Counters("mqtt"), log)
@@ -77,7 +77,7 @@ func buildInputs(cfg *config.Config, sink inputs.Sink, reg *inputs.Registry, log
 			return nil, fmt.Errorf("inputs.mqtt: %w", err)
 		}
 		// addr shows the connection state where the others show their port.
-		out = append(out, namedInput{"mqtt", m, func() string {
+		out = append(out, namedInput{name: "mqtt", in: m, ready: m.Ready, addr: func() string {
 			st := m.State()
 			return fmt.Sprintf("%s as %s (%s)", strings.Join(in.MQTT.Brokers, ","), m.ClientID(), st.Reason)
 		}})
@@ -91,6 +91,7 @@ func mqttOptions(c config.MQTTInput) mqtt.Options {
 		Brokers: c.Brokers, ClientID: c.ClientID, Username: c.Username, Password: c.Password,
 		CleanSession: c.CleanSession, Keepalive: c.Keepalive.D(), ConnectTimeout: c.ConnectTimeout.D(),
 		MaxInflight: c.MaxInflight, MaxPayloadBytes: int(c.MaxPayloadSize),
+		ReconnectMin: c.ReconnectMin.D(), ReconnectMax: c.ReconnectMax.D(),
 		TLS: mqtt.TLSOptions{CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile,
 			ServerName: c.TLS.ServerName, InsecureSkipVerify: c.TLS.InsecureSkipVerify},
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/fpagent/fpagent/internal/config"
 )
 
 // With good and bad input mixed, every input's counters add up, /stats and
@@ -125,5 +127,38 @@ func TestMetricsAndAccounting(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// With the broker down, the agent still starts (systemd's READY=1 does not
+// wait for it) while /ready says why it is not ready; it stops cleanly.
+func TestMQTTBrokerDown(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Inputs.MQTT.Enabled = true
+	cfg.Inputs.MQTT.Brokers = []string{"tcp://" + freePort(t)}
+	cfg.Inputs.MQTT.ClientID = "fpagent-test-broker-down"
+	cfg.Inputs.MQTT.ConnectTimeout = 200 * config.Duration(time.Millisecond)
+	a := newAgent("", cfg, &bytes.Buffer{})
+	if code, err := a.start(); err != nil {
+		t.Fatalf("start: %d %v", code, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for ok, _ := a.started(); !ok; ok, _ = a.started() {
+		if time.Now().After(deadline) {
+			t.Fatal("not started within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + a.adminAddr + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "mqtt") {
+		t.Fatalf("/ready with the broker down: %d %s", resp.StatusCode, body)
+	}
+	if !a.shutdown() {
+		t.Fatal("unclean shutdown")
 	}
 }

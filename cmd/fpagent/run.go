@@ -60,9 +60,10 @@ type input interface {
 }
 
 type namedInput struct {
-	name string
-	in   input
-	addr func() string // where it listens, once started
+	name  string
+	in    input
+	addr  func() string         // where it listens (or what it connects to), once started
+	ready func() (bool, string) // nil: ready once started; MQTT: connected and subscribed
 }
 
 type agent struct {
@@ -71,7 +72,7 @@ type agent struct {
 	level   *slog.LevelVar
 	log     *slog.Logger
 	notify  *sdnotify.Notifier
-	started time.Time
+	startAt time.Time
 
 	store     *storage.Store
 	counters  *inputs.Registry
@@ -90,12 +91,15 @@ func newAgent(path string, cfg *config.Config, stderr io.Writer) *agent {
 		cfgPath: path, cfg: cfg, level: level,
 		log:     newLogger(stderr, cfg.Log.Format, level),
 		notify:  sdnotify.New(),
-		started: time.Now(),
+		startAt: time.Now(),
 	}
 }
 
-// ready is what /ready and systemd's READY=1 wait for.
-func (a *agent) ready() (bool, string) {
+// started is what systemd's READY=1 waits for: storage has caught up and
+// every input has started. A broker that is down does not hold it back (the
+// MQTT input keeps reconnecting), so a broker outage at boot does not make
+// systemd give up on the agent.
+func (a *agent) started() (bool, string) {
 	switch {
 	case a.stopping.Load():
 		return false, "shutting down"
@@ -105,6 +109,23 @@ func (a *agent) ready() (bool, string) {
 		return false, "inputs are not listening yet"
 	}
 	return a.store.Ready()
+}
+
+// ready is /ready: started, and every input able to take data (MQTT
+// connected and subscribed).
+func (a *agent) ready() (bool, string) {
+	if ok, why := a.started(); !ok {
+		return false, why
+	}
+	for _, in := range a.inputs {
+		if in.ready == nil {
+			continue
+		}
+		if ok, why := in.ready(); !ok {
+			return false, why
+		}
+	}
+	return true, ""
 }
 
 func (a *agent) status(s string) {
@@ -183,7 +204,7 @@ func (a *agent) start() (int, error) {
 		"db", cfg.DBPath(), "ready", ok, "state", orDefault(why, "caught up"))
 
 	srv, err := admin.New(admin.Options{
-		Logger: a.log.With("component", "admin"), Version: version.Get(), Started: a.started,
+		Logger: a.log.With("component", "admin"), Version: version.Get(), Started: a.startAt,
 		Token: cfg.Admin.Token, Records: store, DB: store.DB(),
 		Stats:  func() any { return store.Stats() },
 		Inputs: func() any { return a.counters.Snapshot() },
@@ -242,9 +263,9 @@ func (a *agent) announceReady() {
 		if a.stopping.Load() {
 			return
 		}
-		ok, why := a.ready()
+		ok, why := a.started()
 		if ok {
-			a.log.Info("ready", "after", time.Since(a.started).Round(time.Millisecond))
+			a.log.Info("ready", "after", time.Since(a.startAt).Round(time.Millisecond))
 			if err := a.notify.Notify(sdnotify.Ready, sdnotify.Status("ready: "+a.listenSummary())); err != nil {
 				a.log.Warn("systemd notify", "err", err)
 			}

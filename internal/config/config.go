@@ -133,6 +133,8 @@ type MQTTInput struct {
 	CleanSession   bool           `yaml:"clean_session"`
 	Keepalive      Duration       `yaml:"keepalive"`
 	ConnectTimeout Duration       `yaml:"connect_timeout"`
+	ReconnectMin   Duration       `yaml:"reconnect_min"` // first wait before reconnecting; doubles up to reconnect_max
+	ReconnectMax   Duration       `yaml:"reconnect_max"`
 	MaxInflight    int            `yaml:"max_inflight"`
 	MaxPayloadSize Size           `yaml:"max_payload_size"`
 	TLS            ClientTLS      `yaml:"tls"`
@@ -153,8 +155,8 @@ type Subscription struct {
 	Topic        string   `yaml:"topic"`
 	QoS          int      `yaml:"qos"`
 	Format       string   `yaml:"format"`        // influx | json | value
-	TopicPattern string   `yaml:"topic_pattern"` // e.g. sensors/+site/+device: named levels become tags
-	Measurement  string   `yaml:"measurement"`   // for json and value payloads
+	TopicPattern string   `yaml:"topic_pattern"` // e.g. sensors/{site}/{device}/{measurement}: named levels become tags
+	Measurement  string   `yaml:"measurement"`   // for json and value payloads, unless the pattern names one
 	TagKeys      []string `yaml:"tag_keys"`      // json keys that become tags
 	TimeKey      string   `yaml:"time_key"`      // json key holding the timestamp
 	TimeFormat   string   `yaml:"time_format"`   // unix | unix_ms | unix_us | unix_ns | rfc3339 | a Go layout
@@ -210,6 +212,8 @@ func Default() *Config {
 				Brokers:        []string{"tcp://127.0.0.1:1883"},
 				Keepalive:      Duration(30 * time.Second),
 				ConnectTimeout: Duration(10 * time.Second),
+				ReconnectMin:   Duration(time.Second),
+				ReconnectMax:   Duration(30 * time.Second),
 				MaxInflight:    1000,
 				MaxPayloadSize: 1 << 20,
 				Subscriptions:  []Subscription{sub},

@@ -141,10 +141,10 @@ func TestParseValues(t *testing.T) {
 		return c.Admin.Token == "a${PORT}b$c" && err == nil && back.Admin.Token == c.Admin.Token
 	})
 	f("comment mentions unset var", "# token: ${NOT_SET}\ndata_dir: x\n", func(c *Config) bool { return c.DataDir == "x" })
-	f("subscription defaults", "inputs:\n  mqtt:\n    enabled: true\n    subscriptions:\n      - topic: a/+/b\n      - {topic: c/#, qos: 0, format: value, measurement: m}\n",
+	f("subscription defaults", "inputs:\n  mqtt:\n    enabled: true\n    subscriptions:\n      - topic: a/+/b\n      - {topic: c/#, qos: 0, format: value, measurement: m}\n      - {topic: d/+/+, format: value, topic_pattern: \"d/{site}/{measurement}\"}\n",
 		func(c *Config) bool {
 			s := c.Inputs.MQTT.Subscriptions
-			return len(s) == 2 && s[0].QoS == 1 && s[0].Format == "influx" && s[1].QoS == 0 && s[1].Format == "value"
+			return len(s) == 3 && s[0].QoS == 1 && s[0].Format == "influx" && s[1].QoS == 0 && s[1].Format == "value"
 		})
 	f("null section keeps defaults", "log:\ninputs:\n  tcp: {enabled: false}\n", func(c *Config) bool {
 		return c.Log.Level == "info" && !c.Inputs.TCP.Enabled && c.Inputs.TCP.Listen == "127.0.0.1:8094"
@@ -205,6 +205,8 @@ func TestBrokenConfigs(t *testing.T) {
 	f("bad log level", "log: {level: verbose}\n", "line 1", "log.level", "debug, info, warn, error")
 	f("qos", "inputs:\n  mqtt:\n    subscriptions:\n      - topic: a\n        qos: 3\n", "line 5", "inputs.mqtt.subscriptions[0].qos")
 	f("topic filter", "inputs:\n  mqtt:\n    subscriptions: [{topic: a/#/b}]\n", "inputs.mqtt.subscriptions[0].topic", "whole last level")
+	f("value without measurement", "inputs:\n  mqtt:\n    subscriptions: [{topic: a, format: value}]\n", "inputs.mqtt.subscriptions[0].measurement")
+	f("empty pattern name", "inputs:\n  mqtt:\n    subscriptions: [{topic: a/b, topic_pattern: \"a/{}\"}]\n", "inputs.mqtt.subscriptions[0].topic_pattern")
 	f("broker url", "inputs:\n  mqtt:\n    brokers: [\"localhost:1883\"]\n", "inputs.mqtt.brokers[0]")
 	f("tls half", "inputs:\n  http:\n    tls: {cert_file: a.pem}\n", "line 3", "inputs.http.tls", "both")
 	f("memory limit", "storage:\n  duckdb: {memory_limit: lots}\n", "storage.duckdb.memory_limit")

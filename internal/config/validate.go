@@ -178,6 +178,10 @@ func (cfg *Config) validateMQTT(c *checker) {
 		c.bad("inputs.mqtt.keepalive", "%s is below the minimum 1s", m.Keepalive)
 	}
 	c.positive("inputs.mqtt.connect_timeout", m.ConnectTimeout)
+	c.positive("inputs.mqtt.reconnect_min", m.ReconnectMin)
+	if m.ReconnectMax < m.ReconnectMin {
+		c.bad("inputs.mqtt.reconnect_max", "%s is shorter than reconnect_min %s", m.ReconnectMax, m.ReconnectMin)
+	}
 	c.atLeast("inputs.mqtt.max_inflight", int64(m.MaxInflight), 1, "")
 	if m.MaxInflight > 65535 {
 		c.bad("inputs.mqtt.max_inflight", "%d is above MQTT's limit of 65535 messages in flight", m.MaxInflight)
@@ -198,11 +202,11 @@ func (cfg *Config) validateMQTT(c *checker) {
 			c.bad(key+".qos", "%d is not an MQTT QoS; use 0, 1 or 2", s.QoS)
 		}
 		c.oneOf(key+".format", s.Format, "influx", "json", "value")
-		if s.Format == "value" && s.Measurement == "" {
-			c.bad(key+".measurement", "format value needs a measurement name")
+		if s.Format == "value" && s.Measurement == "" && !strings.Contains(s.TopicPattern, "{measurement}") {
+			c.bad(key+".measurement", "format value needs a measurement, or {measurement} in topic_pattern")
 		}
-		if s.TopicPattern != "" && len(strings.Split(s.TopicPattern, "/")) != len(strings.Split(s.Topic, "/")) && !strings.HasSuffix(s.Topic, "#") {
-			c.bad(key+".topic_pattern", "%q has a different number of levels than topic %q", s.TopicPattern, s.Topic)
+		if strings.Contains(s.TopicPattern, "{}") {
+			c.bad(key+".topic_pattern", "%q: {} names no tag; write {site} or {measurement}", s.TopicPattern)
 		}
 	}
 }
