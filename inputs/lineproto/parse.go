@@ -13,11 +13,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
+	"runtime"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 
@@ -60,15 +62,24 @@ type Meta struct {
 // appended refers to data, so the caller may reuse it. Parse is safe for
 // concurrent use.
 func Parse(b *storage.Batch, data []byte, m Meta) (points, rejects int) {
-	p := parsers.Get().(*parser)
+	var p *parser
+	select {
+	case p = <-parsers:
+	default:
+		p = newParser()
+	}
 	points, rejects = p.parse(b, data, &m)
-	parsers.Put(p)
+	select {
+	case parsers <- p:
+	default: // enough are kept
+	}
 	return points, rejects
 }
 
-// Parsers are pooled rather than owned by connections: the pool holds about
-// as many as parse at once, which bounds the memory of their intern caches.
-var parsers = sync.Pool{New: func() any { return newParser() }}
+// Parsers are kept in a bounded free list rather than owned by connections,
+// which bounds the memory of their caches, and rather than in a sync.Pool,
+// which a garbage collection empties: warm caches are the fast path.
+var parsers = make(chan *parser, 2*runtime.GOMAXPROCS(0))
 
 const (
 	internMaxEntries = 1 << 14 // cleared when full, so memory stays bounded
@@ -84,6 +95,7 @@ type parser struct {
 	tags    []storage.Tag   // slab the points' Tags are cut from
 	fields  []storage.Field // slab the points' Fields are cut from
 	series  map[string]*series
+	noFast  bool   // tests: the decoder alone
 	scratch []byte // cache key of a series with the payload's tags
 	lines   lineIndex
 }
@@ -116,36 +128,91 @@ type lineErr struct {
 	reason string
 }
 
+// call holds what one Parse call needs along the way.
+type call struct {
+	b         *storage.Batch
+	m         *Meta
+	nowNs     int64
+	unit      int64
+	defTime   int64
+	maxReject int
+	points    int
+	rejects   int
+}
+
 func (p *parser) parse(b *storage.Batch, data []byte, m *Meta) (points, rejects int) {
 	now := m.Received
 	if now.IsZero() {
 		now = time.Now()
 	}
-	nowNs := now.UnixNano()
-	unit := int64(m.Precision)
-	if unit <= 0 {
-		unit = 1
+	c := call{b: b, m: m, nowNs: now.UnixNano(), unit: int64(m.Precision), maxReject: m.MaxRejectBytes}
+	if c.unit <= 0 {
+		c.unit = 1
 	}
-	defTime := nowNs - nowNs%unit
-	if nowNs < 0 && nowNs%unit != 0 {
-		defTime -= unit
+	c.defTime = c.nowNs - c.nowNs%c.unit
+	if c.nowNs < 0 && c.nowNs%c.unit != 0 {
+		c.defTime -= c.unit
+	}
+	if c.maxReject <= 0 {
+		c.maxReject = DefaultMaxRejectBytes
 	}
 	firstLine := m.FirstLine
 	if firstLine <= 0 {
 		firstLine = 1
 	}
-	maxReject := m.MaxRejectBytes
-	if maxReject <= 0 {
-		maxReject = DefaultMaxRejectBytes
+	// Only a quoted string can hold a newline, so before the first quote
+	// every entry is one line, and lines can go through the fast path one by
+	// one. From the line of the first quote on, the decoder reads alone.
+	quote := len(data)
+	if !p.noFast {
+		if i := bytes.IndexByte(data, '"'); i >= 0 {
+			quote = bytes.LastIndexByte(data[:i], '\n') + 1
+		}
+	} else {
+		quote = 0
 	}
+	line := firstLine
+	segStart, segLine := -1, 0 // lines waiting for the decoder
+	pos := 0
+	for pos < quote {
+		end := quote
+		if i := bytes.IndexByte(data[pos:quote], '\n'); i >= 0 {
+			end = pos + i
+		}
+		var pt storage.Point
+		if p.fast(data[pos:end], &pt, &c) {
+			if segStart >= 0 {
+				p.decodeAll(&c, data[segStart:pos], segLine)
+				segStart = -1
+			}
+			b.Points = append(b.Points, pt)
+			c.points++
+		} else if segStart < 0 {
+			segStart, segLine = pos, line
+		}
+		pos = end + 1
+		line++
+	}
+	if segStart >= 0 {
+		p.decodeAll(&c, data[segStart:min(pos, len(data))], segLine)
+	}
+	if quote < len(data) {
+		p.decodeAll(&c, data[quote:], line)
+	}
+	return c.points, c.rejects
+}
+
+// decodeAll parses data, whose first line is number firstLine, with the
+// decoder.
+func (p *parser) decodeAll(c *call, data []byte, firstLine int) {
 	p.lines = lineIndex{data: data, line: 1}
 	dec := lineprotocol.NewDecoderWithBytes(data)
 	for dec.Next() {
 		var pt storage.Point
-		le := p.entry(dec, data, &pt, m, unit, defTime)
+		le := p.entry(dec, data, &pt, c.m, c.unit, c.defTime)
 		if le == nil {
-			b.Points = append(b.Points, pt)
-			points++
+			c.b.Points = append(c.b.Points, pt)
+			c.points++
 			continue
 		}
 		line := le.line
@@ -153,21 +220,213 @@ func (p *parser) parse(b *storage.Batch, data []byte, m *Meta) (points, rejects 
 			line = p.lines.lineOf(le.off)
 		}
 		payload := p.lines.at(line)
-		if len(payload) > maxReject {
-			payload = payload[:maxReject]
+		if len(payload) > c.maxReject {
+			payload = payload[:c.maxReject]
 		}
-		b.Rejects = append(b.Rejects, storage.Reject{
-			Time:    nowNs,
-			Source:  m.Source,
-			Origin:  m.Origin,
+		c.b.Rejects = append(c.b.Rejects, storage.Reject{
+			Time:    c.nowNs,
+			Source:  c.m.Source,
+			Origin:  c.m.Origin,
 			Line:    firstLine - 1 + line,
 			Reason:  cutReason(le.reason),
 			Payload: bytes.Clone(payload),
 		})
-		rejects++
+		c.rejects++
 	}
 	p.lines = lineIndex{}
-	return points, rejects
+}
+
+// fast parses the common line without the decoder, or reports false and
+// leaves the line to it: a series already decoded (so its measurement and
+// tags come from the cache), then only unescaped fields of number or
+// boolean values and an optional timestamp, each separated by one space.
+// Whatever it accepts, the decoder would parse the same way; the values
+// are parsed by the same strconv functions with the same checks.
+func (p *parser) fast(line []byte, pt *storage.Point, c *call) bool {
+	raw := seriesSection(line)
+	if len(raw) == 0 {
+		return false
+	}
+	key := raw
+	if len(c.m.Tags) > 0 {
+		p.scratch = appendExtraTagsKey(append(p.scratch[:0], raw...), c.m.Tags)
+		key = p.scratch
+	}
+	s := p.series[string(key)]
+	if s == nil {
+		return false
+	}
+	rest := line[len(raw)+1:]
+	if cap(p.fields)-len(p.fields) < chunkMinFree {
+		p.fields = make([]storage.Field, 0, chunkLen)
+	}
+	f0 := len(p.fields)
+	ok := p.fastFields(rest, s, pt, c)
+	if !ok {
+		p.fields = p.fields[:f0]
+		return false
+	}
+	fields := p.fields[f0:]
+	if len(fields) > 16 {
+		fields = dedupeFields(fields)
+		p.fields = p.fields[:f0+len(fields)]
+	}
+	f1 := len(p.fields)
+	pt.Measurement, pt.Tags, pt.Key = s.measurement, s.tags, s.key
+	pt.Fields = p.fields[f0:f1:f1]
+	pt.Normalize()
+	return true
+}
+
+func (p *parser) fastFields(rest []byte, s *series, pt *storage.Point, c *call) bool {
+	n := 0
+	i := 0
+	for {
+		k0 := i
+		for i < len(rest) {
+			ch := rest[i]
+			if ch == '=' || ch == ',' || ch <= ' ' || ch >= 0x7f || ch == '\\' {
+				break
+			}
+			i++
+		}
+		if i == k0 || i == len(rest) || rest[i] != '=' {
+			return false
+		}
+		k := rest[k0:i]
+		i++
+		v0 := i
+		for i < len(rest) && rest[i] != ',' && rest[i] != ' ' {
+			i++
+		}
+		v := rest[v0:i]
+		if len(v) == 0 {
+			return false
+		}
+		var f storage.Field
+		switch ch := v[0]; {
+		case ch == 't' || ch == 'T' || ch == 'f' || ch == 'F':
+			switch string(v) {
+			case "t", "T", "true", "True", "TRUE":
+				f.Value = storage.BoolValue(true)
+			case "f", "F", "false", "False", "FALSE":
+				f.Value = storage.BoolValue(false)
+			default:
+				return false
+			}
+		case ch == '-' || ch == '.' || (ch >= '0' && ch <= '9'):
+			switch v[len(v)-1] {
+			case 'i':
+				x, err := strconv.ParseInt(unsafeString(v[:len(v)-1]), 10, 64)
+				if err != nil {
+					return false
+				}
+				f.Value = storage.IntValue(x)
+			case 'u':
+				x, err := strconv.ParseUint(unsafeString(v[:len(v)-1]), 10, 64)
+				if err != nil {
+					return false
+				}
+				f.Value = storage.UintValue(x)
+			default:
+				x, ok := simpleFloat(v)
+				if !ok {
+					var err error
+					x, err = strconv.ParseFloat(unsafeString(v), 64)
+					if err != nil || math.IsInf(x, 0) || math.IsNaN(x) {
+						return false
+					}
+				}
+				f.Value = storage.FloatValue(x)
+			}
+		default:
+			return false
+		}
+		if n < len(s.fieldKeys) && string(k) == s.fieldKeys[n] {
+			f.Key = s.fieldKeys[n]
+		} else {
+			f.Key = p.str(k)
+			if n < len(s.fieldKeys) {
+				s.fieldKeys = s.fieldKeys[:n]
+			}
+			if n == len(s.fieldKeys) && n < maxFieldKeys {
+				s.fieldKeys = append(s.fieldKeys, f.Key)
+			}
+		}
+		n++
+		p.fields = append(p.fields, f)
+		if i == len(rest) {
+			pt.Time = c.defTime
+			return true
+		}
+		if rest[i] == ',' {
+			i++
+			continue
+		}
+		ts := rest[i+1:]
+		if len(ts) == 0 {
+			return false
+		}
+		for _, ch := range ts {
+			if ch != '-' && (ch < '0' || ch > '9') {
+				return false
+			}
+		}
+		t, reason := parseTime(ts, c.unit)
+		if reason != "" {
+			return false
+		}
+		pt.Time = t
+		return true
+	}
+}
+
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
+
+// simpleFloat parses the common decimal, -?digits[.digits] with at most 15
+// digits, the way strconv.ParseFloat does: mantissa and power of ten are
+// exact in a float64, so one division rounds correctly. Anything else is
+// left to strconv.
+func simpleFloat(v []byte) (float64, bool) {
+	i := 0
+	neg := v[0] == '-'
+	if neg {
+		i = 1
+	}
+	var mant uint64
+	digits, frac := 0, -1
+	for ; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c >= '0' && c <= '9':
+			mant = mant*10 + uint64(c-'0')
+			digits++
+			if frac >= 0 {
+				frac++
+			}
+		case c == '.' && frac < 0:
+			frac = 0
+		default:
+			return 0, false
+		}
+	}
+	if digits == 0 || digits > 15 {
+		return 0, false
+	}
+	f := float64(mant)
+	if frac > 0 {
+		f /= pow10[frac]
+	}
+	if neg {
+		f = -f
+	}
+	return f, true
+}
+
+// unsafeString views b as a string for the strconv calls, which keep
+// nothing of it once they return successfully (errors are not used).
+func unsafeString(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // entry decodes the entry the decoder is at into pt. On error the slabs are

@@ -2,6 +2,7 @@ package lineproto
 
 import (
 	"bytes"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,4 +140,38 @@ func TestWideLines(t *testing.T) {
 		t.Errorf("got %d tags, %d fields, first %v", len(p.Tags), len(p.Fields), p.Fields[0])
 	}
 	checkPoint(t, p)
+}
+
+func TestSimpleFloatMatchesStrconv(t *testing.T) {
+	for _, s := range []string{"0", "-0", "1", "1.", ".5", "-.5", "12.5", "3.2", "84.3", "0.1", "0.3", "007.25",
+		"123456789012345", "1234567.89012345", "-99999999999999.9", "0.00000000000001", "2.675", "1.005"} {
+		got, ok := simpleFloat([]byte(s))
+		want, err := strconv.ParseFloat(s, 64)
+		if !ok || err != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("simpleFloat(%q) = %v, %v; strconv gives %v, %v", s, got, ok, want, err)
+		}
+	}
+	for _, s := range []string{".", "-", "1e3", "1.2.3", "1234567890123456", "0.000000000000001", "0x10", "1_0"} {
+		if _, ok := simpleFloat([]byte(s)); ok {
+			t.Errorf("simpleFloat(%q) accepted it", s)
+		}
+	}
+}
+
+func FuzzSimpleFloat(f *testing.F) {
+	f.Add("12.5")
+	f.Add("-0.000123")
+	f.Fuzz(func(t *testing.T, s string) {
+		if s == "" {
+			return
+		}
+		got, ok := simpleFloat([]byte(s))
+		if !ok {
+			return
+		}
+		want, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("simpleFloat(%q) = %v; strconv gives %v, %v", s, got, want, err)
+		}
+	})
 }
