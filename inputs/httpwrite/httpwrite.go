@@ -117,6 +117,7 @@ type Handler struct {
 	log      *slog.Logger
 	slots    chan struct{}
 	bufs     sync.Pool
+	batches  sync.Pool
 	gzips    sync.Pool
 }
 
@@ -132,6 +133,7 @@ func NewHandler(opts Options, sink inputs.Sink, counters *inputs.Counters, log *
 	h := &Handler{opts: opts, sink: sink, counters: counters, log: log.With("input", "http"),
 		slots: make(chan struct{}, opts.MaxConcurrent)}
 	h.bufs.New = func() any { return new(bytes.Buffer) }
+	h.batches.New = func() any { return new(storage.Batch) }
 	return h, nil
 }
 
@@ -202,12 +204,13 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, status, code, msg)
 		return
 	}
-	var b storage.Batch
-	n, nbad := lineproto.Parse(&b, bp.Bytes(), lineproto.Meta{Source: "http", Origin: r.RemoteAddr, Received: time.Now(),
+	b := h.batches.Get().(*storage.Batch)
+	defer h.putBatch(b)
+	n, nbad := lineproto.Parse(b, bp.Bytes(), lineproto.Meta{Source: "http", Origin: r.RemoteAddr, Received: time.Now(),
 		Precision: prec, Tags: tags, MaxRejectBytes: h.opts.MaxRejectBytes})
 	h.counters.ReceivedPoints.Add(uint64(n + nbad))
 	if n+nbad > 0 {
-		if err := h.sink.WriteBatch(r.Context(), &b); err != nil {
+		if err := h.sink.WriteBatch(r.Context(), b); err != nil {
 			h.counters.DroppedPoints.Add(uint64(n + nbad))
 			switch {
 			case errors.Is(err, storage.ErrBackpressure):
@@ -301,6 +304,19 @@ func (h *Handler) putBuf(b *bytes.Buffer) {
 		h.bufs.Put(b)
 	}
 }
+
+// putBatch returns a batch to the pool, without the strings its points held.
+func (h *Handler) putBatch(b *storage.Batch) {
+	if cap(b.Points) > maxPooledPoints {
+		return
+	}
+	clear(b.Points)
+	clear(b.Rejects)
+	b.Points, b.Rejects = b.Points[:0], b.Rejects[:0]
+	h.batches.Put(b)
+}
+
+const maxPooledPoints = 1 << 16
 
 func (h *Handler) acquire(ctx context.Context) bool {
 	select {
