@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,5 +136,82 @@ func TestProcessSignalsAndNotify(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("no exit within 20s of SIGTERM")
+	}
+}
+
+// A second SIGTERM while the first one's shutdown is under way (here: the
+// admin API waiting for a long query) kills the process at once.
+func TestSecondSignalKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the agent as a process")
+	}
+	dir := t.TempDir()
+	admin := freePort(t)
+	cfgPath := writeFile(t, dir, "agent.yaml", fmt.Sprintf(
+		"data_dir: %s\nadmin: {listen: %s, query_timeout: 30s}\ninputs:\n  http: {enabled: false}\n  tcp: {enabled: false}\n  udp: {enabled: false}\n",
+		filepath.Join(dir, "data"), admin))
+	cmd := exec.Command(os.Args[0], "-config", cfgPath)
+	cmd.Env = append(os.Environ(), "FPAGENT_TEST_MAIN=1", "NOTIFY_SOCKET=")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 256)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	wait := func(what string) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case s, ok := <-lines:
+				if !ok {
+					t.Fatalf("exited while waiting for %q", what)
+				}
+				if strings.Contains(s, what) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %q within 20s", what)
+			}
+		}
+	}
+	wait("msg=ready")
+	go func() {
+		resp, err := http.Get("http://" + admin + "/api/v1/query?q=" + url.QueryEscape("SELECT count(*) FROM range(1000000000000) a, range(1000) b"))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // the query is running
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wait("stopping on signal")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("exit after two signals: %v, want death by signal", err)
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("exit after two signals: %v, want death by SIGTERM", err)
+	}
+	if el := time.Since(start); el > 4*time.Second {
+		t.Fatalf("took %s to die after the second signal", el)
 	}
 }
