@@ -441,28 +441,38 @@ func (l *Log) scanSegment(sc *scanner, seg *segment, limit Position) scanResult 
 func (l *Log) corrupt(seg *segment, e *CorruptionError) {
 	seg.damaged = true
 	l.corruptions.Add(1)
-	l.problems = append(l.problems, e)
+	l.addProblem(e)
 	l.log.Error("wal: damaged segment; the damaged records are skipped and the file is kept as evidence", "file", l.path(e.Segment), "offset", e.Offset, "reason", e.Reason)
 }
 
 func (l *Log) gap(from, to Position) {
 	e := &GapError{From: from, To: to}
 	l.gaps.Add(1)
-	l.problems = append(l.problems, e)
+	l.addProblem(e)
 	l.log.Error("wal: records are missing", "from", from, "to", to, "records", to-from+1)
 }
 
 // setAside renames a file that cannot be read as a segment to *.broken.
 func (l *Log) setAside(name string, e *CorruptionError) {
 	l.corruptions.Add(1)
-	l.problems = append(l.problems, e)
+	l.addProblem(e)
 	to := l.path(name + brokenSuffix)
 	err := l.fs.Rename(l.path(name), to)
 	l.log.Error("wal: setting aside a file that is not a readable segment", "file", l.path(name), "to", to, "reason", e.Reason, "rename_err", err)
 }
 
+// maxProblems bounds the list Problems returns; the counters in Stats go on.
+const maxProblems = 1000
+
+// addProblem records e for Problems. The caller holds l.mu, or is Open.
+func (l *Log) addProblem(e error) {
+	if len(l.problems) < maxProblems {
+		l.problems = append(l.problems, e)
+	}
+}
+
 // Problems returns the damage (*CorruptionError) and missing ranges
-// (*GapError) found since Open, oldest first.
+// (*GapError) found since Open, oldest first, at most the first 1000.
 func (l *Log) Problems() []error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

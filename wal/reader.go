@@ -107,7 +107,7 @@ func (r *Reader) damaged(off int64, reason string) {
 	e := &CorruptionError{Segment: r.seg.name, Offset: off, Reason: reason}
 	r.l.corruptions.Add(1)
 	r.l.mu.Lock()
-	r.l.problems = append(r.l.problems, e)
+	r.l.addProblem(e)
 	r.l.mu.Unlock()
 	r.l.log.Error("wal: damaged record found while reading; skipping it", "file", r.l.path(r.seg.name), "offset", off, "reason", reason)
 }
