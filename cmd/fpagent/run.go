@@ -160,10 +160,10 @@ func (a *agent) run() int {
 			a.reload()
 			continue
 		}
-		a.log.Info("stopping on signal; send it again to exit at once", "signal", sig.String(),
-			"timeout", a.cfg.ShutdownTimeout.String())
 		// A second SIGTERM or SIGINT takes the default action: exit at once.
 		signal.Reset(syscall.SIGTERM, syscall.SIGINT)
+		a.log.Info("stopping on signal; send it again to exit at once", "signal", sig.String(),
+			"timeout", a.cfg.ShutdownTimeout.String())
 		break
 	}
 	if !a.shutdown() {
