@@ -129,7 +129,8 @@ func TestToken(t *testing.T) {
 }
 
 func TestRecords(t *testing.T) {
-	recs := fakeRecords{"cpu,host=a": `{"measurement":"cpu"}`, "dev/1/temp": `{"measurement":"temp"}`}
+	recs := fakeRecords{"cpu,host=a": `{"measurement":"cpu"}`, "dev/1/temp": `{"measurement":"temp"}`,
+		`room,name=living\ room,path=a/b%c`: `{"measurement":"room"}`}
 	ts := newTestServer(t, Options{Records: recs})
 	f := func(path string, wantCode int, want string) {
 		t.Helper()
@@ -145,6 +146,8 @@ func TestRecords(t *testing.T) {
 	f("/api/v1/records/"+url.PathEscape("cpu,host=a"), 200, `"cpu"`)
 	f("/api/v1/records/dev/1/temp", 200, `"temp"`)
 	f("/api/v1/records?key="+url.QueryEscape("cpu,host=a"), 200, `"cpu"`)
+	f("/api/v1/records/"+url.PathEscape(`room,name=living\ room,path=a/b%c`), 200, `"room"`)
+	f("/api/v1/records?key="+url.QueryEscape(`room,name=living\ room,path=a/b%c`), 200, `"room"`)
 	f("/api/v1/records/missing", 404, `no record for key \"missing\"`)
 	f("/api/v1/records", 400, "name a key")
 }
