@@ -141,7 +141,7 @@ func New(opt Options) (*Server, error) {
 		cs := []prometheus.Collector{s.m.requests, s.m.duration, s.m.queries}
 		if opt.Ready != nil {
 			cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "fpagent_ready", Help: "1 once storage recovery is done and the inputs listen, else 0.",
+				Name: "fpagent_ready", Help: "1 while /ready answers 200 (storage caught up, inputs listening, MQTT connected), else 0.",
 			}, func() float64 {
 				if ok, _ := opt.Ready(); ok {
 					return 1
