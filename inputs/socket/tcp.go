@@ -226,9 +226,8 @@ func (t *TCP) serve(c net.Conn) {
 // nil at EOF.
 func (t *TCP) read(c net.Conn, chunks chan<- chunk, peer string) error {
 	maxLine := t.opts.MaxLineBytes
-	line := 1         // number of the next line
-	var tail []byte   // an incomplete line carried to the next read
-	skipping := false // discarding the rest of an over-long line
+	lc := lineCutter{maxLine: maxLine, line: 1}
+	var tail []byte // an incomplete line carried to the next read
 	lastLine := time.Now()
 	for {
 		bp := t.bufs.Get().(*[]byte)
@@ -247,7 +246,7 @@ func (t *TCP) read(c net.Conn, chunks chan<- chunk, peer string) error {
 		buf = buf[:len(buf)+n]
 		t.counters.ReceivedBytes.Add(uint64(n))
 		if err != nil {
-			if len(buf) > 0 && !skipping && (errors.Is(err, io.EOF) || isTimeout(err)) {
+			if (len(buf) > 0 || lc.skipping) && (errors.Is(err, io.EOF) || isTimeout(err)) {
 				// The last line needs no newline.
 				buf = append(buf, '\n')
 			} else {
@@ -255,55 +254,18 @@ func (t *TCP) read(c net.Conn, chunks chan<- chunk, peer string) error {
 			}
 		}
 		var ck chunk
-		ck.firstLine = line
-		// Cut out over-long lines: they become rejects, and the chunk keeps
-		// the line numbering by leaving their newline in place.
-		start := 0
-		for start < len(buf) {
-			i := bytes.IndexByte(buf[start:], '\n')
-			if skipping {
-				if i < 0 {
-					buf = buf[:start]
-					break
-				}
-				copy(buf[start:], buf[start+i:])
-				buf = buf[:len(buf)-i]
-				skipping = false
-				continue
-			}
-			end := start + i
-			if i < 0 {
-				end = len(buf)
-			}
-			if end-start > maxLine {
-				t.counters.Oversize.Add(1)
-				ck.rejects = append(ck.rejects, storage.Reject{
-					Time: time.Now().UnixNano(), Source: "tcp", Origin: peer,
-					Line:    line + bytes.Count(buf[:start], []byte{'\n'}),
-					Reason:  fmt.Sprintf("line longer than max_line_bytes (%d); skipped to the next newline", maxLine),
-					Payload: bytes.Clone(buf[start : start+min(maxLine, t.opts.MaxRejectBytes)]),
-				})
-				if i < 0 {
-					buf = buf[:start]
-					skipping = true
-					break
-				}
-				copy(buf[start:], buf[end:])
-				buf = buf[:len(buf)-(end-start)]
-				continue
-			}
-			if i < 0 {
-				break
-			}
-			start = end + 1
-		}
-		// Keep the incomplete last line for the next read.
-		cut := bytes.LastIndexByte(buf, '\n') + 1
-		tail = append(tail[:0], buf[cut:]...)
-		buf = buf[:cut]
-		if cut > 0 {
-			lines := bytes.Count(buf, []byte{'\n'})
-			line += lines
+		ck.firstLine = lc.line
+		var complete []byte
+		complete, tail = lc.cut(buf, tail[:0], func(line int, payload []byte) {
+			t.counters.Oversize.Add(1)
+			ck.rejects = append(ck.rejects, storage.Reject{
+				Time: time.Now().UnixNano(), Source: "tcp", Origin: peer, Line: line,
+				Reason:  fmt.Sprintf("line longer than max_line_bytes (%d); skipped to the next newline", maxLine),
+				Payload: bytes.Clone(payload[:min(len(payload), t.opts.MaxRejectBytes)]),
+			})
+		})
+		buf = complete
+		if lc.line > ck.firstLine {
 			lastLine = time.Now()
 		}
 		if len(buf) > 0 || len(ck.rejects) > 0 {
@@ -320,6 +282,58 @@ func (t *TCP) read(c net.Conn, chunks chan<- chunk, peer string) error {
 			return err
 		}
 	}
+}
+
+// lineCutter cuts a stream into whole lines, and cuts out the lines over
+// maxLine bytes, skipping them to their newline.
+type lineCutter struct {
+	maxLine  int
+	line     int  // number of the next line
+	skipping bool // discarding the rest of an over-long line
+}
+
+// cut takes buf, the tail of the last call followed by new bytes, and
+// returns its whole lines (a prefix of buf, over-long lines emptied in place
+// so that line numbers hold) and its incomplete last line, appended to tail.
+// reject is called with the number and the start of each over-long line.
+func (lc *lineCutter) cut(buf, tail []byte, reject func(line int, payload []byte)) (complete, newTail []byte) {
+	start := 0
+	for start < len(buf) {
+		i := bytes.IndexByte(buf[start:], '\n')
+		if lc.skipping {
+			if i < 0 {
+				buf = buf[:start]
+				break
+			}
+			// Keep the newline: it ends the rejected line.
+			copy(buf[start:], buf[start+i:])
+			buf = buf[:len(buf)-i]
+			lc.skipping = false
+			continue
+		}
+		end := start + i
+		if i < 0 {
+			end = len(buf)
+		}
+		if end-start > lc.maxLine {
+			reject(lc.line+bytes.Count(buf[:start], []byte{'\n'}), buf[start:start+lc.maxLine])
+			if i < 0 {
+				buf = buf[:start]
+				lc.skipping = true
+				break
+			}
+			copy(buf[start:], buf[end:])
+			buf = buf[:len(buf)-(end-start)]
+			continue
+		}
+		if i < 0 {
+			break
+		}
+		start = end + 1
+	}
+	cut := bytes.LastIndexByte(buf, '\n') + 1
+	lc.line += bytes.Count(buf[:cut], []byte{'\n'})
+	return buf[:cut], append(tail, buf[cut:]...)
 }
 
 // write parses the chunks into batches and stores them, flushing on size
