@@ -196,9 +196,14 @@ func (t *TCP) serve(c net.Conn) {
 	go func() {
 		defer close(writerDone)
 		if err := t.write(chunks, peer); err != nil {
-			// The sink failed for good: close so that the sender sees it.
+			// The sink failed for good, or Stop gave up: close so that the
+			// sender sees it, and count what is left as dropped.
 			_ = c.Close()
-			for range chunks {
+			for ck := range chunks {
+				n := countLines(*ck.buf) + uint64(len(ck.rejects))
+				t.counters.ReceivedPoints.Add(n)
+				t.counters.DroppedPoints.Add(n)
+				t.bufs.Put(ck.buf)
 			}
 		}
 	}()
@@ -272,6 +277,8 @@ func (t *TCP) read(c net.Conn, chunks chan<- chunk, peer string) error {
 			*bp = buf
 			ck.buf = bp
 			chunks <- ck
+			// Time blocked here, while the sink pushed back, is not idle time.
+			lastLine = time.Now()
 		} else {
 			t.bufs.Put(bp)
 		}
