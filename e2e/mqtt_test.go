@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,7 +148,7 @@ func TestMQTTKilledAgentLosesNothing(t *testing.T) {
 		n = 10_000
 	}
 	dir := t.TempDir()
-	mq := startMosquitto(t, dir, 0)
+	mq := startMosquitto(t, brokerDir(t), 0)
 	p := newPorts(t)
 	cfg := baseConfig(dir, p, "", mqttSection(mq.Addr, "e2e-kill", "", `{topic: "kill/#", qos: 1, format: influx}`))
 	a := startAgent(t, dir, p, cfg)
@@ -210,6 +211,24 @@ func TestMQTTKilledAgentLosesNothing(t *testing.T) {
 	}
 }
 
+// brokerDir is a directory for mosquitto's config and persistence file that
+// the mosquitto user can write: started as root, mosquitto drops to that
+// user, and cannot save into a test's 0700 temporary directory (it logs
+// "Error saving in-memory database ... Permission denied" and restarts
+// empty).
+func brokerDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fpagent-mosquitto-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // TestMQTTBrokerOutage stops mosquitto for 10 seconds mid-stream. What it
 // proves: the agent notices, reconnects by itself, resubscribes and
 // continues; the messages mosquitto had accepted before it stopped (kept in
@@ -220,7 +239,12 @@ func TestMQTTKilledAgentLosesNothing(t *testing.T) {
 // do, and the timestamps make the re-sent ones the same points.
 func TestMQTTBrokerOutage(t *testing.T) {
 	dir := t.TempDir()
-	mq := startMosquitto(t, dir, 0)
+	mq := startMosquitto(t, brokerDir(t), 0)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("mosquitto log:\n%s", mq.log)
+		}
+	})
 	p := newPorts(t)
 	cfg := baseConfig(dir, p, "", mqttSection(mq.Addr, "e2e-outage", "", `{topic: "out/#", qos: 1, format: influx}`))
 	a := startAgent(t, dir, p, cfg)
@@ -252,6 +276,9 @@ func TestMQTTBrokerOutage(t *testing.T) {
 	time.Sleep(700 * time.Millisecond)
 	mq.stop()
 	t.Log("mosquitto stopped")
+	if strings.Contains(mq.log.String(), "Error saving") {
+		t.Fatalf("mosquitto could not save its persistence file:\n%s", mq.log)
+	}
 	downSince := time.Now()
 	time.Sleep(2 * time.Second)
 	var st mqttStats
@@ -309,7 +336,7 @@ func TestMQTTBrokerOutage(t *testing.T) {
 // topic, the subscription never stalls, and the counters add up.
 func TestMQTTBadMessages(t *testing.T) {
 	dir := t.TempDir()
-	mq := startMosquitto(t, dir, 0)
+	mq := startMosquitto(t, brokerDir(t), 0)
 	p := newPorts(t)
 	cfg := baseConfig(dir, p, "", mqttSection(mq.Addr, "e2e-bad", "max_payload_size: 1KiB",
 		`{topic: "bad/lp", qos: 1, format: influx}`,
