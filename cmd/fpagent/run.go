@@ -315,6 +315,9 @@ func (a *agent) shutdown() bool {
 			a.log.Warn("admin API did not stop cleanly; closing its connections", "err", err)
 			a.adminSrv.Close()
 		}
+		if err := a.admin.Drain(actx); err != nil {
+			a.log.Warn("admin API: closing storage under a running query", "err", err)
+		}
 		acancel()
 		a.log.Info("admin API stopped", "took", since(t))
 	}

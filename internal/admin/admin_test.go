@@ -450,3 +450,30 @@ func TestFlush(t *testing.T) {
 		t.Fatalf("GET /api/v1/flush = %d", code)
 	}
 }
+
+func TestDrain(t *testing.T) {
+	s, err := New(Options{DB: testDB(t), QueryTimeout: 200 * time.Millisecond, MaxConcurrentQueries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	slow := ts.URL + "/api/v1/query?q=" + url.QueryEscape("SELECT count(*) FROM range(100000000000) a")
+	done := make(chan int)
+	go func() { code, _, _ := get(t, slow); done <- code }()
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	if err := s.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The query started 50ms before and runs into its 200ms limit.
+	if el := time.Since(start); el < 100*time.Millisecond {
+		t.Fatalf("Drain returned after %s, before the running query ended", el)
+	}
+	if code := <-done; code != 503 {
+		t.Fatalf("the slow query = %d", code)
+	}
+	if code, _, body := get(t, ts.URL+"/api/v1/query?q=SELECT+1"); code != 503 || !strings.Contains(body, "retry later") {
+		t.Fatalf("a query after Drain = %d %s", code, body)
+	}
+}

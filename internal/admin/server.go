@@ -195,6 +195,19 @@ func allowedMethods(path string) string {
 	return ""
 }
 
+// Drain waits until no query is running and keeps new ones from starting
+// (they answer 503 busy), so that the database can be closed under the API.
+func (s *Server) Drain(ctx context.Context) error {
+	for range cap(s.queries) {
+		select {
+		case s.queries <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("queries still running: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
 // Handler returns the API's handler, authentication included.
 func (s *Server) Handler() http.Handler { return s.mux }
 
