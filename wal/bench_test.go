@@ -127,24 +127,43 @@ func benchAppendAlways(b *testing.B, writers int, fs FS) {
 	reportFsyncs(b, l, b.N)
 }
 
-// BenchmarkAppendBatchAlways appends durable batches of 1000 records.
+// BenchmarkAppendBatchAlways appends durable batches of 1000 records,
+// from one writer and from four (whose batches share fsyncs).
 func BenchmarkAppendBatchAlways(b *testing.B) {
-	l := benchLog(b, SyncAlways)
-	batch := make([][]byte, 1000)
-	for i := range batch {
-		batch[i] = make([]byte, benchRecordSize)
+	for _, writers := range []int{1, 4} {
+		b.Run(itoa(writers)+"writers", func(b *testing.B) {
+			l := benchLog(b, SyncAlways)
+			const size = 1000
+			b.SetBytes(size * benchRecordSize)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for w := 0; w < writers; w++ {
+				n := b.N / writers
+				if w < b.N%writers {
+					n++
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					batch := make([][]byte, size)
+					for i := range batch {
+						batch[i] = make([]byte, benchRecordSize)
+					}
+					for i := 0; i < n; i++ {
+						if _, err := l.AppendBatch(batch); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			reportRecords(b, b.N*size, time.Since(start))
+			reportFsyncs(b, l, b.N*size)
+		})
 	}
-	b.SetBytes(int64(len(batch) * benchRecordSize))
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		if _, err := l.AppendBatch(batch); err != nil {
-			b.Fatal(err)
-		}
-	}
-	reportRecords(b, b.N*len(batch), time.Since(start))
-	reportFsyncs(b, l, b.N*len(batch))
 }
 
 // BenchmarkReplay reads 64 MiB of 100-byte records (several segments) from
