@@ -121,11 +121,14 @@ type Handler struct {
 	gzips    sync.Pool
 }
 
-// NewHandler returns the write API handler. counters must not be nil; a nil
-// log discards.
+// NewHandler returns the write API handler. counters are this input's (nil:
+// counted privately); a nil log discards.
 func NewHandler(opts Options, sink inputs.Sink, counters *inputs.Counters, log *slog.Logger) (*Handler, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
+	}
+	if counters == nil {
+		counters = new(inputs.Counters) // counted, but seen by no one
 	}
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))

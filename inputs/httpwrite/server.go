@@ -24,8 +24,11 @@ type Server struct {
 }
 
 // NewServer returns a server for the write API; Start starts it. counters
-// must not be nil; a nil log discards.
+// are this input's (nil: counted privately); a nil log discards.
 func NewServer(opts Options, sink inputs.Sink, counters *inputs.Counters, log *slog.Logger) (*Server, error) {
+	if counters == nil {
+		counters = new(inputs.Counters)
+	}
 	h, err := NewHandler(opts, sink, counters, log)
 	if err != nil {
 		return nil, err

@@ -85,10 +85,13 @@ type TCP struct {
 }
 
 // NewTCP returns a TCP listener writing to sink; Start starts it. counters
-// must not be nil; a nil log discards.
+// are this input's (nil: counted privately); a nil log discards.
 func NewTCP(opts TCPOptions, sink inputs.Sink, counters *inputs.Counters, log *slog.Logger) (*TCP, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
+	}
+	if counters == nil {
+		counters = new(inputs.Counters) // counted, but seen by no one
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &TCP{opts: opts, sink: sink, counters: counters, log: discardLogger(log).With("input", "tcp"),

@@ -73,10 +73,13 @@ type datagram struct {
 }
 
 // NewUDP returns a UDP listener writing to sink; Start starts it. counters
-// must not be nil; a nil log discards.
+// are this input's (nil: counted privately); a nil log discards.
 func NewUDP(opts UDPOptions, sink inputs.Sink, counters *inputs.Counters, log *slog.Logger) (*UDP, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
+	}
+	if counters == nil {
+		counters = new(inputs.Counters) // counted, but seen by no one
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	u := &UDP{opts: opts, sink: sink, counters: counters, log: discardLogger(log).With("input", "udp"),
