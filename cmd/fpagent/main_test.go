@@ -387,3 +387,14 @@ func TestDataDirErrors(t *testing.T) {
 	}
 	a.shutdown()
 }
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8187": true, "[::1]:8187": true, "localhost:1": true, "127.1.2.3:0": true,
+		":8187": false, "0.0.0.0:8187": false, "[::]:1": false, "192.168.1.5:8187": false, "example.com:80": false,
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v", addr, got)
+		}
+	}
+}

@@ -251,6 +251,12 @@ func (a *agent) start() (int, error) {
 		attrs = append(attrs, in.name, in.addr())
 	}
 	a.log.Info("fpagent started", attrs...)
+	if !isLoopback(a.adminAddr) && cfg.Admin.Token == "" {
+		a.log.Warn("the admin API listens beyond this host without admin.token: anyone who reaches it can read every record", "admin", a.adminAddr)
+	}
+	if cfg.Inputs.HTTP.Enabled && !isLoopback(cfg.Inputs.HTTP.Listen) && cfg.Inputs.HTTP.Token == "" {
+		a.log.Warn("the HTTP write API listens beyond this host without inputs.http.token: anyone who reaches it can write", "http", cfg.Inputs.HTTP.Listen)
+	}
 	return exitOK, nil
 }
 
@@ -387,6 +393,19 @@ func (a *agent) reload() {
 	}
 	a.log.Info("SIGHUP: config reloaded", attrs...)
 	a.status("ready: " + a.listenSummary())
+}
+
+// isLoopback reports whether a listen address is reachable from this host only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
