@@ -168,7 +168,7 @@ func TestQueryClient(t *testing.T) {
 }
 
 func TestWALVerify(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "wal")
 	l, err := wal.Open(dir, wal.Options{MaxSegmentSize: 4 << 10})
 	if err != nil {
 		t.Fatal(err)
@@ -184,6 +184,13 @@ func TestWALVerify(t *testing.T) {
 	code, stdout, stderr := runCmd("wal", "verify", dir)
 	if code != exitOK || !strings.Contains(stdout, "records: 100") || !strings.Contains(stdout, "positions 1 to 100") || !strings.Contains(stdout, "OK") {
 		t.Fatalf("sound WAL: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// Given the data directory above the WAL, it reads <dir>/wal.
+	parent := filepath.Dir(dir)
+	if filepath.Base(dir) == "wal" {
+		if code, stdout, _ := runCmd("wal", "verify", parent); code != exitOK || !strings.Contains(stdout, "records: 100") {
+			t.Fatalf("data directory: exit %d\n%s", code, stdout)
+		}
 	}
 	segs, _, err := listSegments(dir)
 	if err != nil || len(segs) < 3 {

@@ -60,6 +60,16 @@ func cmdWALVerify(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fpagent wal verify: %v\n", err)
 		return exitUsage
 	}
+	if sub := filepath.Join(dir, "wal"); len(segs) == 0 {
+		// Given the data directory: its WAL is in wal/.
+		if st, err := os.Stat(sub); err == nil && st.IsDir() {
+			dir = sub
+			if segs, others, err = listSegments(dir); err != nil {
+				fmt.Fprintf(stderr, "fpagent wal verify: %v\n", err)
+				return exitUsage
+			}
+		}
+	}
 	work, err := os.MkdirTemp(*tmp, "fpagent-wal-verify-")
 	if err != nil {
 		fmt.Fprintf(stderr, "fpagent wal verify: make a work directory: %v (set -tmp)\n", err)
