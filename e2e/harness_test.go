@@ -261,7 +261,25 @@ type mosquitto struct {
 	cmd    *exec.Cmd
 	t      testing.TB
 	exited chan struct{}
-	log    *bytes.Buffer
+	log    *lockedBuffer
+}
+
+// lockedBuffer is a log a child process writes while tests read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // mosquittoPath finds Debian's mosquitto; tests skip without it unless CI
@@ -289,7 +307,7 @@ func startMosquitto(t testing.TB, dir string, port int) *mosquitto {
 	if port == 0 {
 		port = freePort(t)
 	}
-	m := &mosquitto{t: t, Port: port, Addr: fmt.Sprintf("tcp://127.0.0.1:%d", port), conf: filepath.Join(dir, "mosquitto.conf"), log: &bytes.Buffer{}}
+	m := &mosquitto{t: t, Port: port, Addr: fmt.Sprintf("tcp://127.0.0.1:%d", port), conf: filepath.Join(dir, "mosquitto.conf"), log: &lockedBuffer{}}
 	conf := fmt.Sprintf(`listener %d 127.0.0.1
 allow_anonymous true
 persistence true
