@@ -311,8 +311,8 @@ func writeFile(t *testing.T, path, data string) {
 
 func lines(s string) []string {
 	var out []string
-	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
-		if l != "" {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
 			out = append(out, l)
 		}
 	}
