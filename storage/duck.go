@@ -58,6 +58,9 @@ var schema = []string{
 // every connection, creates the schema, and returns the pool.
 func openDuckDB(path string, memoryLimit string, threads int) (*sql.DB, error) {
 	q := url.Values{}
+	// Nothing in the agent reads or writes files through SQL: closing that
+	// door is a last guard behind the admin API's read-only query checks.
+	q.Set("enable_external_access", "false")
 	if memoryLimit != "" {
 		q.Set("memory_limit", memoryLimit)
 	}

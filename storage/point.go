@@ -102,7 +102,9 @@ type Batch struct {
 }
 
 // Normalize sorts tags by key, resolves duplicate tag and field keys as
-// InfluxDB does (the last one wins) and fills in Key when it is empty.
+// InfluxDB does (the last one wins) and fills in Key when it is empty. It
+// writes to p.Tags only when they are not already sorted and unique, and
+// never to p.Fields' backing array.
 func (p *Point) Normalize() {
 	if !tagsSortedUnique(p.Tags) {
 		// Stable sort keeps the input order among equal keys, so the last
@@ -118,16 +120,14 @@ func (p *Point) Normalize() {
 		p.Tags = out
 	}
 	if len(p.Fields) > 1 && !fieldsUnique(p.Fields) {
-		out := p.Fields[:0]
+		// The last of each key wins, in the place of its last occurrence.
+		last := make(map[string]int, len(p.Fields))
 		for i, f := range p.Fields {
-			dup := false
-			for _, g := range p.Fields[i+1:] {
-				if g.Key == f.Key {
-					dup = true
-					break
-				}
-			}
-			if !dup {
+			last[f.Key] = i
+		}
+		out := make([]Field, 0, len(last))
+		for i, f := range p.Fields {
+			if last[f.Key] == i {
 				out = append(out, f)
 			}
 		}

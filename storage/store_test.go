@@ -351,3 +351,18 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("points: %d, acknowledged: %d", n, total)
 	}
 }
+
+func TestNoFileAccessThroughSQL(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	for _, q := range []string{
+		`SELECT * FROM read_csv('/etc/passwd')`,
+		`COPY (SELECT 1) TO '` + filepath.Join(dir, "x.csv") + `'`,
+		`ATTACH '` + filepath.Join(dir, "other.duckdb") + `'`,
+	} {
+		if _, err := s.DB().Exec(q); err == nil {
+			t.Errorf("%s succeeded", q)
+		}
+	}
+}
