@@ -37,7 +37,7 @@ type Config struct {
 	MaxWALAge     time.Duration  // rotate a WAL segment at this age (max_wal_age_seconds); default 300s
 	BatchSize     int            // flush once this many readings are pending (batch_size); default 1000
 	FlushInterval time.Duration  // flush at least this often when anything is pending; default 30s
-	MaxFlushRows  int            // readings in one flush transaction at most (bounds its memory, ~100 B each); default 100000
+	MaxFlushRows  int            // readings in one flush transaction at most (bounds its memory, ~100 B each); default 250000
 	Sync          wal.SyncPolicy // "always" (default), "interval" or "none"
 	SyncInterval  time.Duration  // with Sync "interval"; default 100ms
 	CacheMaxKeys  int            // keys held in the cache; default 100000
@@ -61,7 +61,7 @@ func DefaultConfig() Config {
 		MaxWALAge:     300 * time.Second,
 		BatchSize:     1000,
 		FlushInterval: 30 * time.Second,
-		MaxFlushRows:  100000,
+		MaxFlushRows:  250000,
 		Sync:          wal.SyncAlways,
 		SyncInterval:  100 * time.Millisecond,
 		CacheMaxKeys:  100000,
