@@ -88,7 +88,7 @@ type artifacts struct {
 	binV2amd64  string
 	pkgs        map[string]string // "deb/amd64" -> package of v1
 	debV2, rpm2 string            // amd64 packages of v2
-	staged      string            // the generated files of v1
+	staged      string            // the files staged for the amd64 .deb of v1
 }
 
 var (
@@ -167,7 +167,7 @@ func buildAll(t *testing.T) error {
 			a.pkgs[f+"/"+arch] = p
 		}
 	}
-	a.staged = filepath.Join(a.v1.Out, "build", "staging")
+	a.staged = filepath.Join(a.v1.Out, "build", "staging-deb-amd64")
 	b2 := &builder{opts: a.v2, log: logw}
 	if err := os.MkdirAll(a.v2.Out, 0o755); err != nil {
 		return err

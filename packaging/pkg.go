@@ -84,9 +84,30 @@ func (o *options) changelog() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// stage writes the generated files a package needs into dir.
+// stage writes into dir the generated files a package needs and a copy of
+// the repository files it ships, so that one package is one snapshot even
+// while the tree changes.
 func (b *builder) stage(dir string) error {
-	example, err := os.ReadFile(filepath.Join(b.opts.Root, "agent.yaml.example"))
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range []string{"agent.yaml.example", "LICENSE", "README.md"} {
+		data, err := os.ReadFile(filepath.Join(b.opts.Root, name))
+		if name == "README.md" && os.IsNotExist(err) {
+			fmt.Fprintf(b.log, "warning: %s is missing; the package has no README\n", filepath.Join(b.opts.Root, name))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	example, err := os.ReadFile(filepath.Join(dir, "agent.yaml.example"))
 	if err != nil {
 		return err
 	}
@@ -96,9 +117,6 @@ func (b *builder) stage(dir string) error {
 	}
 	cl, err := b.opts.changelog()
 	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "agent.yaml"), cfg, 0o644); err != nil {
@@ -131,19 +149,16 @@ func (b *builder) info(format, arch, bin, staged string) (*nfpm.Info, error) {
 		file(filepath.Join(root, "systemd", "fpagent.service"), lay.unitDir+"/fpagent.service", 0o644),
 		conf(filepath.Join(pkgFiles, "default"), lay.envFile, 0o644, "root"),
 	}
-	readme := filepath.Join(root, "README.md")
-	hasReadme := true
-	if _, err := os.Stat(readme); err != nil {
-		hasReadme = false
-		fmt.Fprintf(b.log, "warning: %s is missing; the package has no README\n", readme)
-	}
+	readme := filepath.Join(staged, "README.md")
+	_, err = os.Stat(readme)
+	hasReadme := err == nil
 	scripts := nfpm.Scripts{}
 	switch format {
 	case "deb":
 		// dpkg-statoverride in the postinst gives it to group fpagent, mode 0640.
 		contents = append(contents,
 			conf(filepath.Join(staged, "agent.yaml"), "/etc/fpagent/agent.yaml", 0o644, "root"),
-			file(filepath.Join(root, "agent.yaml.example"), "/usr/share/doc/fpagent/examples/agent.yaml.example", 0o644),
+			file(filepath.Join(staged, "agent.yaml.example"), "/usr/share/doc/fpagent/examples/agent.yaml.example", 0o644),
 			file(filepath.Join(pkgFiles, "deb", "copyright"), "/usr/share/doc/fpagent/copyright", 0o644),
 			file(filepath.Join(staged, "changelog.Debian.gz"), "/usr/share/doc/fpagent/changelog.Debian.gz", 0o644),
 		)
@@ -169,8 +184,8 @@ func (b *builder) info(format, arch, bin, staged string) (*nfpm.Info, error) {
 			FileInfo: &files.ContentFileInfo{Owner: "root", Group: "root", Mode: 0o755, MTime: o.mtime}}
 		contents = append(contents, etc,
 			conf(filepath.Join(staged, "agent.yaml"), "/etc/fpagent/agent.yaml", 0o640, "fpagent"),
-			doc(filepath.Join(root, "agent.yaml.example"), "/usr/share/doc/fpagent/agent.yaml.example", files.TypeRPMDoc),
-			doc(filepath.Join(root, "LICENSE"), "/usr/share/licenses/fpagent/LICENSE", files.TypeRPMLicense),
+			doc(filepath.Join(staged, "agent.yaml.example"), "/usr/share/doc/fpagent/agent.yaml.example", files.TypeRPMDoc),
+			doc(filepath.Join(staged, "LICENSE"), "/usr/share/licenses/fpagent/LICENSE", files.TypeRPMLicense),
 			state,
 		)
 		if hasReadme {
@@ -227,7 +242,7 @@ func (b *builder) info(format, arch, bin, staged string) (*nfpm.Info, error) {
 
 // pkg builds one package and returns its path.
 func (b *builder) pkg(format, arch, bin string) (string, error) {
-	staged := filepath.Join(b.opts.Out, "build", "staging")
+	staged := filepath.Join(b.opts.Out, "build", "staging-"+format+"-"+arch)
 	if err := b.stage(staged); err != nil {
 		return "", err
 	}
