@@ -62,8 +62,9 @@ func benchMQTT(b *testing.B, messages, pointsPer int) {
 		b.StartTimer()
 		start := time.Now()
 		a.start()
-		acked := waitPersisted(b, a, want, 120*time.Second)
+		acked, first, firstN := waitPersisted(b, a, want, 120*time.Second)
 		ackedAt := time.Since(start)
+		steady := time.Since(first)
 		b.StopTimer()
 		var ws struct {
 			Batches uint64 `json:"stored_batches_total"`
@@ -81,6 +82,9 @@ func benchMQTT(b *testing.B, messages, pointsPer int) {
 		}
 		b.Logf("published %d messages in %s (%.0f msgs/s, the publishers' and mosquitto's pace); agent start to all persisted %s, to all in DuckDB %s",
 			messages, pubTook.Round(time.Millisecond), float64(messages)/pubTook.Seconds(), ackedAt.Round(time.Millisecond), inDB.Round(time.Millisecond))
+		// From the first persisted batch on, start-up excluded.
+		b.ReportMetric(float64(want-firstN)/float64(pointsPer)/steady.Seconds(), "steady_msgs/s")
+		b.ReportMetric(float64(want-firstN)/steady.Seconds(), "steady_points/s")
 		b.ReportMetric(float64(messages)/ackedAt.Seconds(), "msgs/s")
 		b.ReportMetric(float64(want)/ackedAt.Seconds(), "points/s")
 		b.ReportMetric(float64(want)/inDB.Seconds(), "points_in_duckdb/s")
@@ -152,17 +156,21 @@ func publishFlood(b testing.TB, broker string, payloads [][]byte) int {
 }
 
 // waitPersisted waits until the agent's MQTT input has persisted want
-// points, or until the count stops growing for 3 seconds; it returns the count.
-func waitPersisted(b testing.TB, a *agent, want uint64, timeout time.Duration) uint64 {
+// points, or until the count stops growing for 3 seconds. It returns the
+// count, and when and at what count it first saw points persisted.
+func waitPersisted(b testing.TB, a *agent, want uint64, timeout time.Duration) (n uint64, first time.Time, firstN uint64) {
 	deadline := time.Now().Add(timeout)
 	var last uint64
 	lastChange := time.Now()
 	for {
 		var st mqttStats
 		a.getJSON("/stats", &st)
-		n := st.Inputs["mqtt"].PersistedPoints
+		n = st.Inputs["mqtt"].PersistedPoints
+		if n > 0 && first.IsZero() {
+			first, firstN = time.Now(), n
+		}
 		if n >= want || time.Now().After(deadline) || time.Since(lastChange) > 3*time.Second {
-			return n
+			return n, first, firstN
 		}
 		if n != last {
 			last, lastChange = n, time.Now()
