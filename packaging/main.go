@@ -79,6 +79,10 @@ func splitList(s string) []string {
 
 // findRoot walks up from dir to the directory whose go.mod is fpagent's.
 func findRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
 	start := dir
 	for {
 		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
