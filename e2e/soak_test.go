@@ -740,7 +740,7 @@ type soak struct {
 	kills                      []time.Time
 	flipsFlushed, flipsPending int
 	flipsSkipped               int
-	lostRecords                []string // WAL records damaged before they were flushed
+	lostRecords                []damagedRecord // WAL records damaged before they were flushed
 	damaged                    map[string]bool
 	diskFulls, diskFullBit     int
 	brokerRestarts, bursts     int
@@ -799,7 +799,7 @@ func (s *soak) pick(n int, first []soakEvent) soakEvent {
 		return first[n]
 	}
 	switch r := s.rng.IntN(100); {
-	case r < 35:
+	case r < 25:
 		return evKill
 	case r < 55:
 		return evKillFlip
@@ -846,11 +846,13 @@ func procStatusKB(pid int, field string) (int64, error) {
 type soakStats struct {
 	Checkpoint    uint64 `json:"checkpoint"`
 	PendingWrites uint64 `json:"pending_writes"`
+	WALFiles      int    `json:"wal_files_count"`
 	Backpressure  uint64 `json:"backpressure_total"`
 	StoreErrors   uint64 `json:"store_errors_total"`
 	WAL           struct {
-		Corruptions uint64 `json:"corruptions_total"`
-		WriteErrors uint64 `json:"write_errors_total"`
+		FirstPosition uint64 `json:"first_position"`
+		Corruptions   uint64 `json:"corruptions_total"`
+		WriteErrors   uint64 `json:"write_errors_total"`
 	} `json:"wal"`
 	Inputs map[string]struct {
 		ReceivedPoints      uint64 `json:"received_points"`
@@ -873,8 +875,9 @@ func (s *soak) stats() soakStats {
 // sealed WAL segment are flipped while it is down.
 func (s *soak) killRestart(flip bool) {
 	var cp uint64
+	preferFlushed := (s.flipsFlushed+s.flipsPending+s.flipsSkipped)%2 == 0
 	if flip {
-		cp = s.stats().Checkpoint
+		cp = s.awaitFlipTarget(preferFlushed)
 	}
 	s.sampleRSS()
 	s.a.kill()
@@ -883,7 +886,7 @@ func (s *soak) killRestart(flip bool) {
 	flipped := false
 	if flip {
 		var note string
-		flipped, note = s.flip(cp, len(s.kills)%2 == 0)
+		flipped, note = s.flip(cp, preferFlushed)
 		what += "; " + note
 	}
 	time.Sleep(time.Duration(s.rng.IntN(400)) * time.Millisecond)
@@ -898,6 +901,27 @@ func (s *soak) killRestart(flip bool) {
 			s.t.Errorf("after flipping bytes in a sealed WAL segment the agent logged no \"damaged segment\"")
 		}
 	}
+}
+
+// awaitFlipTarget waits up to 3 seconds for a moment when the WAL has a
+// sealed segment of the wanted kind (one holding records DuckDB already
+// has, or one holding only records it has not), and returns the checkpoint
+// then: the kill follows at once.
+func (s *soak) awaitFlipTarget(flushed bool) uint64 {
+	var st soakStats
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		st = s.stats()
+		// The oldest segment is sealed when there are two; it straddles
+		// the checkpoint when its first record is at or below it (a
+		// segment wholly below is deleted after each flush).
+		if st.WALFiles >= 2 && (st.WAL.FirstPosition <= st.Checkpoint) == flushed {
+			break
+		}
+		if !flushed && st.WALFiles >= 3 {
+			break
+		}
+	}
+	return st.Checkpoint
 }
 
 // walRecord is one intact record of a sealed segment.
@@ -1009,23 +1033,36 @@ func (s *soak) flip(cp uint64, preferFlushed bool) (bool, string) {
 		nflip, kind, r.pos, cp, r.seg)
 }
 
+// damagedRecord is a WAL record whose bytes were flipped before DuckDB had
+// it, and the tokens it held.
+type damagedRecord struct {
+	pos    uint64
+	seg    string
+	tokens []soakTok
+}
+
+type soakTok struct {
+	l    *sourceLedger
+	good bool
+	seq  int
+}
+
 // markAtRisk notes the tokens a damaged, unflushed record held.
 func (s *soak) markAtRisk(r walRecord) {
-	var good, bad int
+	d := damagedRecord{pos: r.pos, seg: r.seg}
 	for _, m := range soakToken.FindAllSubmatch(r.payload, -1) {
 		l := s.ld.byLetter[m[1][0]]
 		seq, _ := strconv.Atoi(string(m[3]))
 		l.mu.Lock()
 		if m[2][0] == 'G' {
 			l.riskGood[seq] = true
-			good++
 		} else {
 			l.riskBad[seq] = true
-			bad++
 		}
 		l.mu.Unlock()
+		d.tokens = append(d.tokens, soakTok{l: l, good: m[2][0] == 'G', seq: seq})
 	}
-	s.lostRecords = append(s.lostRecords, fmt.Sprintf("position %d in %s: %d points, %d malformed lines", r.pos, r.seg, good, bad))
+	s.lostRecords = append(s.lostRecords, d)
 }
 
 // checkVerify runs `fpagent wal verify` on the damaged WAL: it must report
@@ -1232,7 +1269,7 @@ func (s *soak) settle() {
 	stable := 0
 	for {
 		st := s.stats()
-		got, err := s.a.sqlCount(`SELECT count(*) FROM readings WHERE measurement = 'soak' AND tags->>'src' = 'mqtt'`)
+		got, err := s.a.sqlCount(`SELECT count(*) FROM readings WHERE measurement = 'soak' AND (tags->>'src') = 'mqtt'`)
 		if rec := st.Inputs["mqtt"].ReceivedPoints; rec == last && st.PendingWrites == 0 {
 			stable++
 		} else {
@@ -1498,7 +1535,26 @@ func (s *soak) ledger() {
 	if len(s.lostRecords) > 0 {
 		w("WAL records damaged before they reached DuckDB (their acknowledged contents are the 'lost to injected damage' column):")
 		for _, r := range s.lostRecords {
-			w("- %s", r)
+			var desc []string
+			for _, name := range []string{"http", "mqtt", "tcp", "udp"} {
+				var good, bad, goodFoundN, badFoundN int
+				for _, tk := range r.tokens {
+					switch {
+					case tk.l.name != name:
+					case tk.good:
+						good++
+						goodFoundN += min(1, int(goodFound[name][tk.seq]))
+					default:
+						bad++
+						badFoundN += min(1, int(badFound[name][tk.seq]))
+					}
+				}
+				if good+bad > 0 {
+					desc = append(desc, fmt.Sprintf("%s: %d points (%d found anyway), %d malformed lines (%d found anyway)",
+						name, good, goodFoundN, bad, badFoundN))
+				}
+			}
+			w("- position %d in %s: %s", r.pos, r.seg, strings.Join(desc, "; "))
 		}
 		w("")
 	}
