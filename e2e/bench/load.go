@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// pacer spreads points over time at a fixed rate; a zero rate means as fast
+// as the agent takes them.
+type pacer struct {
+	start time.Time
+	rate  float64 // points per second
+}
+
+// wait sleeps until point n is due and returns when it was due (now, when
+// the pacer is unlimited or late).
+func (p pacer) wait(ctx context.Context, n int64) time.Time {
+	if p.rate <= 0 {
+		return time.Now()
+	}
+	due := p.start.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
+	if d := time.Until(due); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	return due
+}
+
+// reserver hands out consecutive ranges of point numbers to the writers.
+type reserver struct {
+	next  atomic.Int64
+	total int64
+}
+
+// take reserves up to n points and returns the first and how many; zero
+// when everything has been handed out.
+func (r *reserver) take(n int64) (first, count int64) {
+	first = r.next.Add(n) - n
+	if first >= r.total {
+		return first, 0
+	}
+	return first, min(n, r.total-first)
+}
+
+// load is one scenario's traffic.
+type load struct {
+	gen     lineGen
+	points  int64 // points to send (for MQTT: messages × points per message)
+	workers int   // connections or concurrent clients
+	batch   int   // lines per HTTP body, per UDP datagram, per MQTT message, per TCP write
+	pace    pacer
+}
+
+// result of sending a load.
+type sendResult struct {
+	sent      int64           // points the clients sent (and, but for UDP, the agent acknowledged)
+	latencies []time.Duration // HTTP: per request, until its 204
+	refused   int64           // HTTP answers other than 204, retried
+}
+
+// runWorkers runs f in n goroutines and returns the first error.
+func runWorkers(n int, f func(w int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = f(w)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sendTCP writes the points over l.workers connections, l.batch lines per
+// write, and closes them. TCP has no acknowledgement: the caller waits for
+// the agent's persisted counter.
+func sendTCP(ctx context.Context, addr string, l load) (sendResult, error) {
+	r := &reserver{total: l.points}
+	err := runWorkers(l.workers, func(int) error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("connect to the TCP input %s: %w", addr, err)
+		}
+		defer c.Close()
+		buf := make([]byte, 0, l.batch*lineSize)
+		for ctx.Err() == nil {
+			first, n := r.take(int64(l.batch))
+			if n == 0 {
+				break
+			}
+			l.pace.wait(ctx, first)
+			buf = l.gen.appendLines(buf[:0], first, int(n))
+			if _, err := c.Write(buf); err != nil {
+				return fmt.Errorf("write to the TCP input: %w", err)
+			}
+		}
+		return ctx.Err()
+	})
+	return sendResult{sent: min(r.next.Load(), r.total)}, err
+}
+
+// sendUDP sends datagrams of l.batch lines from l.workers sockets. Datagrams
+// the kernel or the agent drop are not seen here: the caller compares what
+// the agent persisted with what was sent.
+func sendUDP(ctx context.Context, addr string, l load) (sendResult, error) {
+	r := &reserver{total: l.points}
+	err := runWorkers(l.workers, func(int) error {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			return fmt.Errorf("open a UDP socket to %s: %w", addr, err)
+		}
+		defer c.Close()
+		buf := make([]byte, 0, l.batch*lineSize)
+		for ctx.Err() == nil {
+			first, n := r.take(int64(l.batch))
+			if n == 0 {
+				break
+			}
+			l.pace.wait(ctx, first)
+			buf = l.gen.appendLines(buf[:0], first, int(n))
+			if _, err := c.Write(buf); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+				return fmt.Errorf("send to the UDP input: %w", err)
+			}
+		}
+		return ctx.Err()
+	})
+	return sendResult{sent: min(r.next.Load(), r.total)}, err
+}
+
+// sendHTTP posts bodies of l.batch lines to /api/v2/write from l.workers
+// clients and records each request's latency until its 204, which the agent
+// sends once the points are durable. With a rate, latency counts from when
+// the request was due, so a slow answer that delays the next request is not
+// hidden (coordinated omission). A 429 or 503 (backpressure) is retried
+// after its Retry-After and counted.
+func sendHTTP(ctx context.Context, base string, l load) (sendResult, error) {
+	r := &reserver{total: l.points}
+	tr := &http.Transport{MaxIdleConnsPerHost: l.workers, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+	url := base + "/api/v2/write?org=bench&bucket=bench&precision=ns"
+	lat := make([][]time.Duration, l.workers)
+	var refused atomic.Int64
+	err := runWorkers(l.workers, func(w int) error {
+		buf := make([]byte, 0, l.batch*lineSize)
+		for ctx.Err() == nil {
+			first, n := r.take(int64(l.batch))
+			if n == 0 {
+				break
+			}
+			buf = l.gen.appendLines(buf[:0], first, int(n))
+			due := l.pace.wait(ctx, first)
+			for {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(buf))
+				req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+				resp, err := client.Do(req)
+				if err != nil {
+					return fmt.Errorf("POST /api/v2/write: %w", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusNoContent {
+					lat[w] = append(lat[w], time.Since(due))
+					break
+				}
+				if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+					return fmt.Errorf("POST /api/v2/write: %s: %.300s", resp.Status, body)
+				}
+				refused.Add(1)
+				wait := time.Second
+				if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+					wait = time.Duration(s) * time.Second
+				}
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+		return ctx.Err()
+	})
+	res := sendResult{sent: min(r.next.Load(), r.total), refused: refused.Load()}
+	for _, l := range lat {
+		res.latencies = append(res.latencies, l...)
+	}
+	return res, err
+}
+
+// sendMQTT publishes messages of l.batch lines at QoS 1 to the broker from
+// l.workers clients, each keeping up to 1,000 publishes in flight, and
+// returns once the broker acknowledged them all.
+func sendMQTT(ctx context.Context, broker string, l load) (sendResult, error) {
+	per := int64(l.batch)
+	r := &reserver{total: l.points / per}
+	stamp := time.Now().UnixNano()
+	err := runWorkers(l.workers, func(w int) error {
+		o := paho.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("bench-pub-%d-%d", w, stamp)).
+			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+		cl := paho.NewClient(o)
+		if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return fmt.Errorf("connect the publisher to %s: %v", broker, tok.Error())
+		}
+		defer cl.Disconnect(250)
+		toks := make([]paho.Token, 0, 1000)
+		settle := func() error {
+			for _, t := range toks {
+				if !t.WaitTimeout(2*time.Minute) || t.Error() != nil {
+					return fmt.Errorf("publish to %s: no PUBACK within 2m (%v)", broker, t.Error())
+				}
+			}
+			toks = toks[:0]
+			return nil
+		}
+		var buf []byte
+		for ctx.Err() == nil {
+			msg, n := r.take(1)
+			if n == 0 {
+				break
+			}
+			l.pace.wait(ctx, msg*per)
+			buf = l.gen.appendLines(buf[:0], msg*per, int(per))
+			// paho keeps the payload until it is sent: give it its own copy.
+			toks = append(toks, cl.Publish("bench/a", 1, false, bytes.Clone(buf)))
+			if len(toks) == cap(toks) {
+				if err := settle(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := settle(); err != nil {
+			return err
+		}
+		return ctx.Err()
+	})
+	return sendResult{sent: min(r.next.Load(), r.total) * per}, err
+}
