@@ -74,47 +74,29 @@ func DefaultConfig() Config {
 
 func (c *Config) applyDefaults() {
 	d := DefaultConfig()
-	if c.BaseDir == "" {
-		c.BaseDir = d.BaseDir
-	}
-	if c.MaxWALSize <= 0 {
-		c.MaxWALSize = d.MaxWALSize
-	}
-	if c.MaxWALAge <= 0 {
-		c.MaxWALAge = d.MaxWALAge
-	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = d.BatchSize
-	}
-	if c.FlushInterval <= 0 {
-		c.FlushInterval = d.FlushInterval
-	}
-	if c.MaxFlushRows <= 0 {
-		c.MaxFlushRows = d.MaxFlushRows
-	}
-	if c.Sync == "" {
-		c.Sync = d.Sync
-	}
-	if c.SyncInterval <= 0 {
-		c.SyncInterval = d.SyncInterval
-	}
-	if c.CacheMaxKeys <= 0 {
-		c.CacheMaxKeys = d.CacheMaxKeys
-	}
-	if c.DiskBudget <= 0 {
-		c.DiskBudget = d.DiskBudget
-	}
-	if c.StoreTimeout <= 0 {
-		c.StoreTimeout = d.StoreTimeout
-	}
-	if c.MemoryLimit == "" {
-		c.MemoryLimit = d.MemoryLimit
-	}
-	if c.Threads <= 0 {
-		c.Threads = d.Threads
-	}
+	orDefault(&c.BaseDir, d.BaseDir)
+	orDefault(&c.MaxWALSize, d.MaxWALSize)
+	orDefault(&c.MaxWALAge, d.MaxWALAge)
+	orDefault(&c.BatchSize, d.BatchSize)
+	orDefault(&c.FlushInterval, d.FlushInterval)
+	orDefault(&c.MaxFlushRows, d.MaxFlushRows)
+	orDefault(&c.Sync, d.Sync)
+	orDefault(&c.SyncInterval, d.SyncInterval)
+	orDefault(&c.CacheMaxKeys, d.CacheMaxKeys)
+	orDefault(&c.DiskBudget, d.DiskBudget)
+	orDefault(&c.StoreTimeout, d.StoreTimeout)
+	orDefault(&c.MemoryLimit, d.MemoryLimit)
+	orDefault(&c.Threads, d.Threads)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// orDefault sets *v to def when *v is zero or, for numbers, negative.
+func orDefault[T int | int64 | time.Duration | string | wal.SyncPolicy](v *T, def T) {
+	var zero T
+	if *v <= zero {
+		*v = def
 	}
 }
 
