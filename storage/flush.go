@@ -45,9 +45,7 @@ type flushBatch struct {
 	touched    []*seriesInfo
 	rejects    []Reject
 	records    int    // WAL records in the batch
-	firstPos   uint64 // first WAL position in the batch
 	lastPos    uint64 // the checkpoint this flush writes
-	firstTime  time.Time
 	// index finds earlier rows of this flush by (series, ts); built only
 	// when a series goes back in time within one flush.
 	index map[rewrite]int
@@ -64,7 +62,7 @@ func (fb *flushBatch) reset(gen uint64) {
 	fb.newSeries = fb.newSeries[:0]
 	fb.touched = fb.touched[:0]
 	fb.rejects = fb.rejects[:0]
-	fb.records, fb.firstPos, fb.lastPos = 0, 0, 0
+	fb.records, fb.lastPos = 0, 0
 	fb.index = nil
 }
 
@@ -97,9 +95,6 @@ func (fb *flushBatch) add(rec []byte, pos uint64, st *seriesTable) error {
 	}
 	if d.err != nil {
 		return fmt.Errorf("WAL record %d: %w", pos, d.err)
-	}
-	if fb.records == 0 {
-		fb.firstPos = pos
 	}
 	fb.records++
 	fb.lastPos = pos
