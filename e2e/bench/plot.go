@@ -17,8 +17,8 @@ type panel struct {
 
 // Plot geometry, in SVG user units.
 const (
-	panelW, panelH = 520, 250
-	padL, padR     = 70, 60
+	panelW, panelH = 540, 250
+	padL, padR     = 70, 80
 	padT, padB     = 30, 40
 	columns        = 2
 )
@@ -111,7 +111,7 @@ func drawPanel(b *strings.Builder, x0, y0 int, p panel) {
 	if p.Rates {
 		fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle">points/s</text>`+"\n", float64(x0+14), top+plotH/2)
 	}
-	fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(90)" text-anchor="middle">RSS MiB</text>`+"\n", float64(x0+panelW-10), top+plotH/2)
+	fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(90)" text-anchor="middle">RSS MiB</text>`+"\n", float64(x0+panelW-padR+44), top+plotH/2)
 
 	line := func(pts [][2]float64, vmax float64, col, dash string) {
 		if len(pts) == 0 || vmax <= 0 {

@@ -29,7 +29,8 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	// The epsilon keeps 99.9/100*1000 = 999.0000000000001 from rounding up.
+	i := int(math.Ceil(p/100*float64(len(s))-1e-9)) - 1
 	return s[max(0, min(i, len(s)-1))]
 }
 
