@@ -49,6 +49,30 @@ check no-errors-logged sh -c "! journalctl -u fpagent --no-pager | grep -E 'leve
 check no-restarts test "$(prop NRestarts)" = 0
 dpkg -P fpagent
 check purge-removes-user sh -c "! getent passwd fpagent"
+
+# The .rpm's scriptlets under the same systemd (Debian's rpm, --nodeps:
+# this system's libraries are not in an rpm database).
+rpm --initdb
+rpmi() { rpm --nodeps --force-debian "$@"; }
+# Fedora's and RHEL's presets leave a new service disabled; say so here.
+mkdir -p /etc/systemd/system-preset
+echo 'disable fpagent.service' >/etc/systemd/system-preset/50-fpagent-test.preset
+rpmi -i /smoke/v1.rpm
+check rpm-pre-creates-user sh -c "getent passwd fpagent | grep -q ':/var/lib/fpagent:/sbin/nologin$'"
+check rpm-post-follows-preset test "$(systemctl is-enabled fpagent)" = disabled
+check rpm-post-does-not-start test "$(prop ActiveState)" = inactive
+systemctl enable --now fpagent
+check rpm-enable-now test "$(systemctl is-enabled fpagent) $(prop ActiveState)" = "enabled active"
+pid1=$(prop MainPID)
+check rpm-write test "$(curl -s -o /dev/null -w '%{http_code}' --data-binary 'smoke,host=rpm value=42 1767323045' 'http://127.0.0.1:8186/api/v2/write?bucket=x&precision=s')" = 204
+rpmi -U /smoke/v2.rpm
+check rpm-postun-restarts sh -c "test \"$(prop ActiveState)\" = active && test \"$(prop MainPID)\" != $pid1"
+check rpm-upgrade-keeps-data sh -c "curl -sf 'http://127.0.0.1:8187/api/v1/records?key=smoke,db=x,host=rpm' | grep -q '\"value\":42'"
+rpmi -e fpagent
+check rpm-preun-stops test "$(prop ActiveState)" = inactive
+check rpm-preun-disables sh -c "! systemctl is-enabled fpagent"
+check rpm-erase-keeps-data test -s /var/lib/fpagent/fpagent.duckdb
+check rpm-erase-keeps-user getent passwd fpagent
 journalctl -u fpagent --no-pager -o short-monotonic | tail -60
 echo SMOKE DONE
 `
@@ -87,7 +111,8 @@ exec systemd-nspawn --quiet --link-journal=no --register=no --keep-unit \
 // postinst starts the hardened unit (Type=notify, seccomp, no capabilities,
 // ProcSubset=pid, MemoryDenyWriteExecute), a point goes in and comes back,
 // reload keeps the process, an upgrade restarts it and keeps the data, and
-// removal stops it cleanly.
+// removal stops it cleanly. Then the same for the .rpm's scriptlets: the
+// user, the preset, a restart on upgrade, stop and disable on erase.
 func TestUnderSystemd(t *testing.T) {
 	needRoot(t)
 	need(t, "systemd-nspawn", "unshare", "curl")
@@ -99,7 +124,8 @@ func TestUnderSystemd(t *testing.T) {
 	for name, data := range map[string]string{"run.sh": smokeScript, "fpagent-smoke.service": smokeUnit, "boot.sh": bootScript} {
 		writeFile(t, filepath.Join(smoke, name), data)
 	}
-	for name, src := range map[string]string{"v1.deb": a.pkgs["deb/amd64"], "v2.deb": a.debV2} {
+	for name, src := range map[string]string{"v1.deb": a.pkgs["deb/amd64"], "v2.deb": a.debV2,
+		"v1.rpm": a.pkgs["rpm/amd64"], "v2.rpm": a.rpm2} {
 		data, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
@@ -130,7 +156,7 @@ func TestUnderSystemd(t *testing.T) {
 			t.Error(line)
 		}
 	}
-	if checks < 20 || t.Failed() {
+	if checks < 30 || t.Failed() {
 		t.Fatalf("%d checks ran; smoke log:\n%s", checks, log)
 	}
 }
