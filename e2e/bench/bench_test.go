@@ -301,8 +301,8 @@ func TestQuick(t *testing.T) {
 	if !bytes.Equal(out, stdout.Bytes()) {
 		t.Error("-out differs from what was printed")
 	}
-	for _, want := range []string{"| tcp | always | 1,000 | 50,000 |", "| http | always | 1,000 | 50,000 |",
-		"| http @ ", "| udp | always |", "| kill -9, restart | always |"} {
+	for _, want := range []string{"| tcp | always | 1,000 | 50,000 |", "| http | always | 1,000 | 50,000 (10 requests) |",
+		"(half the maximum) | always |", "| udp | always |", "| kill -9, restart | always |"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("no %q in the table:\n%s", want, out)
 		}

@@ -32,13 +32,14 @@ func main() {
 // options are the command line.
 type options struct {
 	bin, out, plot, dir  string
+	brokerConf           string
 	inputs, syncs        []string
 	series               []int
 	points, mqttMessages int64
 	runs, conns          int
 	tcpBatch, httpBatch  int
 	udpBatch             int
-	rate                 float64
+	rate, udpRate        float64
 	half, keep, quick    bool
 	recoveryBytes        size
 	timeout, interval    time.Duration
@@ -89,12 +90,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Int64Var(&o.mqttMessages, "mqtt-messages", 150_000, "messages per run for mqtt 1/msg")
 	fs.IntVar(&o.runs, "runs", 3, "runs per scenario; the table shows medians")
 	fs.Float64Var(&o.rate, "rate", 0, "points/s to send at (0: as fast as the agent takes them)")
+	fs.Float64Var(&o.udpRate, "udp-rate", 0, "points/s to send UDP at, overriding -rate for UDP (0: flood, and count what is lost)")
 	fs.BoolVar(&o.half, "half", true, "also run HTTP at half its measured maximum rate, for ack latency (ignored with -rate)")
 	fs.IntVar(&o.conns, "conns", 4, "TCP connections, HTTP clients, UDP sockets and MQTT publishers")
 	fs.IntVar(&o.tcpBatch, "tcp-batch", 700, "lines per TCP write (700 lines are about 64 KiB)")
 	fs.IntVar(&o.httpBatch, "http-batch", 5000, "lines per HTTP request body")
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
 	fs.Var(&o.recoveryBytes, "recovery-bytes", "WAL backlog to recover after kill -9, e.g. 1GiB (0: skip the recovery runs) (default 256MiB)")
+	fs.StringVar(&o.brokerConf, "broker-conf", "", `more mosquitto.conf lines, separated by ";" (e.g. "max_inflight_messages 1000"); the table says so`)
 	fs.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
 	fs.StringVar(&o.plot, "plot", "", "write an SVG of throughput and RSS over each scenario's median run to this file")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "directory for the runs' data directories (its disk decides what fsync costs)")
@@ -158,8 +161,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-points and -mqtt-messages must be at least 1")
 	case o.udpBatch*lineSize > 65507:
 		return o, fmt.Errorf("-udp-batch %d: %d bytes do not fit a UDP datagram (65,507 at most)", o.udpBatch, o.udpBatch*lineSize)
-	case o.rate < 0:
-		return o, fmt.Errorf("-rate %g: must be 0 (unlimited) or positive", o.rate)
+	case o.rate < 0 || o.udpRate < 0:
+		return o, fmt.Errorf("-rate %g, -udp-rate %g: must be 0 (unlimited) or positive", o.rate, o.udpRate)
 	}
 	return o, nil
 }
@@ -194,6 +197,11 @@ func (o options) scenarios() []scenario {
 						s.PerMsg, s.Points = 100, o.points/100*100
 						out = append(out, s)
 					}
+				case "udp":
+					if o.udpRate > 0 {
+						base.Rate = o.udpRate
+					}
+					out = append(out, base)
 				default:
 					out = append(out, base)
 				}
@@ -224,7 +232,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer os.RemoveAll(work)
 	}
 	e := env{workDir: work, keep: o.keep, conns: o.conns, tcpBatch: o.tcpBatch, httpBatch: o.httpBatch,
-		udpBatch: o.udpBatch, interval: o.interval, timeout: o.timeout, logf: logf, bin: o.bin}
+		udpBatch: o.udpBatch, brokerConf: o.brokerConf, interval: o.interval, timeout: o.timeout, logf: logf, bin: o.bin}
 	if e.bin == "" {
 		logf("building fpagent (go build -trimpath; the first build compiles DuckDB and takes minutes)")
 		if e.bin, err = buildAgent(work); err != nil {
@@ -242,7 +250,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs,
+	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs, BrokerConf: o.brokerConf,
 		Command: strings.TrimSpace("go run ./e2e/bench " + strings.Join(args, " "))}
 	logf("bench: %d scenarios × %d runs on %s, %d cores, load %s", len(scs), o.runs, rep.Machine.CPU, rep.Machine.Cores, rep.Machine.LoadBefore)
 

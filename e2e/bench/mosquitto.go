@@ -34,13 +34,19 @@ func findMosquitto() (string, error) {
 // 0 (no bound) instead of 1000. The publishers flood the broker faster than
 // a subscriber drains it, and past 1,000 queued messages mosquitto drops
 // QoS 1 messages whatever the subscriber does (DESIGN.md, MQTT facts).
-func startBroker(bin, dir string) (*broker, error) {
+// extra holds more configuration lines, separated by semicolons.
+func startBroker(bin, dir, extra string) (*broker, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	conf := filepath.Join(dir, "mosquitto.conf")
 	text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n", port)
+	for line := range strings.SplitSeq(extra, ";") {
+		if line = strings.TrimSpace(line); line != "" {
+			text += line + "\n"
+		}
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, err
 	}

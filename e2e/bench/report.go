@@ -49,13 +49,14 @@ type row struct {
 	PeakRSS        float64 // bytes
 	BytesPerPoint  float64
 	LostPct        float64 // UDP: sent but never persisted, percent
+	AgentDropPct   float64 // UDP: what the agent counted as dropped, percent of sent
 	Refused        float64
 	BrokerDrops    bool
 }
 
 func summarize(sc scenario, runs []runResult, failed int) row {
 	r := row{Sc: sc, Runs: len(runs), Failed: failed}
-	var pts, in, e2e, backlog, p50, p99, p999, cpu, rss, bpp, lost, refused []float64
+	var pts, in, e2e, backlog, p50, p99, p999, cpu, rss, bpp, lost, agentDrops, refused []float64
 	for _, x := range runs {
 		pts = append(pts, float64(x.Points))
 		in = append(in, x.ingestRate())
@@ -80,6 +81,7 @@ func summarize(sc scenario, runs []runResult, failed int) row {
 		rss = append(rss, float64(x.PeakRSS))
 		if x.Sent > 0 {
 			lost = append(lost, 100*float64(x.Sent-x.Points)/float64(x.Sent))
+			agentDrops = append(agentDrops, 100*float64(x.AgentDrops)/float64(x.Sent))
 		}
 		refused = append(refused, float64(x.Refused))
 		r.BrokerDrops = r.BrokerDrops || x.BrokerDrops
@@ -87,7 +89,7 @@ func summarize(sc scenario, runs []runResult, failed int) row {
 	r.Points, r.Ingest, r.E2E, r.MaxBacklog = median(pts), median(in), median(e2e), median(backlog)
 	r.P50, r.P99, r.P999 = median(p50), median(p99), median(p999)
 	r.CPUPerM, r.PeakRSS, r.BytesPerPoint = median(cpu), median(rss), median(bpp)
-	r.LostPct, r.Refused = median(lost), median(refused)
+	r.LostPct, r.AgentDropPct, r.Refused = median(lost), median(agentDrops), median(refused)
 	return r
 }
 
@@ -117,12 +119,13 @@ func summarizeRecovery(sync string, rs []recoveryResult, failed int) recoveryRow
 
 // report is everything the table is made of.
 type report struct {
-	Machine  machine
-	Command  string
-	Runs     int
-	Rows     []row
-	Recovery []recoveryRow
-	Elapsed  time.Duration
+	Machine    machine
+	BrokerConf string
+	Command    string
+	Runs       int
+	Rows       []row
+	Recovery   []recoveryRow
+	Elapsed    time.Duration
 }
 
 // num formats n with thousands separators.
@@ -161,8 +164,11 @@ func (rep report) writeMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "## fpagent benchmark\n\n")
 	fmt.Fprintf(w, "- Machine: %s, %d cores, %.1f GiB RAM, Linux %s; data directory on %s\n",
 		m.CPU, m.Cores, float64(m.RAM)/(1<<30), m.Kernel, m.FS)
-	fmt.Fprintf(w, "- fpagent %s (commit %s), %s, DuckDB %s; mosquitto on its defaults but max_queued_messages 0\n",
-		m.AgentVersion, m.Commit, m.GoVersion, m.DuckDB)
+	broker := "mosquitto on its defaults but max_queued_messages 0"
+	if rep.BrokerConf != "" {
+		broker += " and " + rep.BrokerConf
+	}
+	fmt.Fprintf(w, "- fpagent %s (commit %s), %s, DuckDB %s; %s\n", m.AgentVersion, m.Commit, m.GoVersion, m.DuckDB, broker)
 	fmt.Fprintf(w, "- Started %s, took %s; load average (1, 5, 15 min) %s before, %s after",
 		m.Started.Format(time.RFC3339), rep.Elapsed.Round(time.Second), m.LoadBefore, m.LoadAfter)
 	if busy(m.LoadBefore, m.Cores) || busy(m.LoadAfter, m.Cores) {
@@ -200,7 +206,7 @@ func (rep report) writeMarkdown(w io.Writer) {
 func writeRow(w io.Writer, r row) {
 	name := r.Sc.name()
 	if r.Sc.Half {
-		name = fmt.Sprintf("http @ %s points/s", num(r.Sc.Rate))
+		name += " (half the maximum)"
 	}
 	if r.Runs == 0 {
 		fmt.Fprintf(w, "| %s | %s | %s | failed (%d runs) | | | | | | | | | | | |\n", name, r.Sc.Sync, num(float64(r.Sc.Series)), r.Failed)
@@ -225,7 +231,11 @@ func writeRow(w io.Writer, r row) {
 	}
 	lost := "–"
 	if r.Sc.Input == "udp" {
-		lost = dec(r.LostPct, 1) + "%"
+		lost = fmt.Sprintf("%s%% (agent counted %s%%)", dec(r.LostPct, 1), dec(r.AgentDropPct, 1))
+	}
+	points := num(r.Points)
+	if r.Requests > 0 {
+		points += fmt.Sprintf(" (%s requests)", num(float64(r.Requests)))
 	}
 	if r.BrokerDrops {
 		lost = "broker dropped"
@@ -234,7 +244,7 @@ func writeRow(w io.Writer, r row) {
 		name += fmt.Sprintf(" (%d failed)", r.Failed)
 	}
 	fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-		name, r.Sc.Sync, num(float64(r.Sc.Series)), num(r.Points), acked, inDB, mib(r.MaxBacklog), flat,
+		name, r.Sc.Sync, num(float64(r.Sc.Series)), points, acked, inDB, mib(r.MaxBacklog), flat,
 		p50, p99, p999, dec(r.CPUPerM, 2), mib(r.PeakRSS), dec(r.BytesPerPoint, 1), lost)
 }
 
@@ -291,7 +301,7 @@ const legend = `What the columns mean:
 - CPU s / M points: the agent's user+system CPU seconds (/proc/<pid>/stat) from the first point until DuckDB had the last, per million points.
 - peak RSS: the agent's VmHWM (/proc/<pid>/status) at the end of the run, start-up included.
 - DuckDB bytes/point: the size of fpagent.duckdb after a clean stop divided by the points in it.
-- lost (UDP): sent but never persisted (kernel socket drops plus the agent's counted drops), as a share of what was sent.
+- lost (UDP): sent but never persisted, as a share of what was sent: the kernel's socket drops plus the drops the agent counted (/stats dropped_points, shown apart) when its queue was full.
 - recovery: a backlog built with a flusher that never runs (huge batch_size and flush_interval), the agent SIGKILLed, restarted on a normal config and timed from exec until /ready answers 200, which it does once DuckDB holds the whole WAL.
 - The load generators run on the same machine as the agent and take CPU from it.
 `

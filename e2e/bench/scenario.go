@@ -26,8 +26,8 @@ func (s scenario) name() string {
 	if s.Input == "mqtt" {
 		n = fmt.Sprintf("mqtt %d/msg", s.PerMsg)
 	}
-	if s.Half {
-		n += " @50%"
+	if s.Rate > 0 {
+		n += " @ " + num(s.Rate) + " points/s"
 	}
 	return n
 }
@@ -82,17 +82,18 @@ func (r runResult) flat() bool { return r.LagOK && r.LagRate < 0.05*r.ingestRate
 
 // env is what every run needs.
 type env struct {
-	bin       string
-	mosquitto string
-	workDir   string
-	keep      bool
-	conns     int // TCP connections, HTTP clients, UDP sockets, MQTT publishers
-	tcpBatch  int
-	httpBatch int
-	udpBatch  int
-	interval  time.Duration // sampling period
-	timeout   time.Duration // bound on one run
-	logf      func(format string, args ...any)
+	bin        string
+	mosquitto  string
+	brokerConf string // more mosquitto.conf lines, ;-separated
+	workDir    string
+	keep       bool
+	conns      int // TCP connections, HTTP clients, UDP sockets, MQTT publishers
+	tcpBatch   int
+	httpBatch  int
+	udpBatch   int
+	interval   time.Duration // sampling period
+	timeout    time.Duration // bound on one run
+	logf       func(format string, args ...any)
 }
 
 // sampler looks at the agent every period until stopped.
@@ -169,7 +170,7 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 	}
 	var br *broker
 	if sc.Input == "mqtt" {
-		if br, err = startBroker(e.mosquitto, dir); err != nil {
+		if br, err = startBroker(e.mosquitto, dir, e.brokerConf); err != nil {
 			return res, err
 		}
 		defer br.stop()
