@@ -40,12 +40,12 @@ func TestDefaultsNoConfig(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("write: %s", resp.Status)
 	}
-	out, err := exec.Command(agentBin, "query", "-addr", a.Admin, "SELECT count(*) AS n FROM readings").CombinedOutput()
+	out, err := exec.Command(agentBin, "query", "-addr", a.Admin, "-flush", "-format", "csv", "SELECT count(*) AS n FROM readings").CombinedOutput()
 	if err != nil {
 		t.Fatalf("fpagent query: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "1") {
-		t.Fatalf("fpagent query printed:\n%s", out)
+	if got := strings.TrimSpace(string(out)); got != "n\n1" {
+		t.Fatalf("fpagent query -flush printed %q, want the CSV n\\n1", got)
 	}
 	a.stop()
 	if _, err := os.Stat(filepath.Join(dir, "fpagent-data", "fpagent.duckdb")); err != nil {
