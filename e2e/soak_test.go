@@ -1341,7 +1341,7 @@ func (s *soak) checkCounters() {
 
 // ledgerRow is the outcome for one source.
 type ledgerRow struct {
-	acked, found, missing, dup, lost, unexpected, mismatched int
+	acked, found, missing, dup, lost, unexpected int
 	sentUnacked, sentUnackedFound                            int
 	expected, expectedFound                                  int // TCP: lines of connections no kill came near
 }
