@@ -1342,8 +1342,8 @@ func (s *soak) checkCounters() {
 // ledgerRow is the outcome for one source.
 type ledgerRow struct {
 	acked, found, missing, dup, lost, unexpected int
-	sentUnacked, sentUnackedFound                            int
-	expected, expectedFound                                  int // TCP: lines of connections no kill came near
+	sentUnacked, sentUnackedFound                int
+	expected, expectedFound                      int // TCP: lines of connections no kill came near
 }
 
 func tally(states []uint8, counts []uint8, risk map[int]bool, expected map[int]bool) ledgerRow {
