@@ -1580,6 +1580,12 @@ func (s *soak) ledger() {
 		nUnexpected, nMismatched, nUnknownDL)
 	w("Leak check: %s.", s.leak)
 	w("Peak RSS (VmHWM, highest of every agent process): %d MB (bound %d MB).", s.peakHWM/1024, s.plan.rssMB)
+	w("")
+	w("Agent warnings and errors over every run (count, level, message):")
+	w("")
+	for _, line := range logSummary(s.a.Log(), 20) {
+		w("    %s", line)
+	}
 	ledgerText := out.String()
 	t.Logf("\n%s", ledgerText)
 	if path := os.Getenv("FPAGENT_SOAK_LEDGER"); path != "" {
@@ -1626,6 +1632,9 @@ func (s *soak) ledger() {
 	if s.mnt != "" && s.diskFulls > 0 && s.diskFullBit == 0 {
 		t.Errorf("%d disk-full episodes and the agent was never pushed back: the WAL is not on the filled tmpfs?", s.diskFulls)
 	}
+	if l := s.a.Log(); strings.Contains(l, "panic:") || strings.Contains(l, "fatal error:") || strings.Contains(l, "DATA RACE") {
+		t.Errorf("the agent panicked:\n%s", grepLines(l, "panic", 20))
+	}
 	if len(ld.anomalies) > 0 {
 		t.Errorf("%d unexpected answers to the load:\n%s", len(ld.anomalies), strings.Join(ld.anomalies, "\n"))
 	}
@@ -1636,6 +1645,39 @@ func cut(b []byte, n int) []byte {
 		return b[:n]
 	}
 	return b
+}
+
+var logMsgRE = regexp.MustCompile(`level=(WARN|ERROR) msg=("(?:[^"\\]|\\.)*"|\S+)`)
+
+// logSummary counts the agent's WARN and ERROR messages (text log format),
+// most frequent first, at most n of them.
+func logSummary(log string, n int) []string {
+	counts := map[string]int{}
+	for _, m := range logMsgRE.FindAllStringSubmatch(log, -1) {
+		counts[m[1]+" "+m[2]]++
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if counts[keys[i]] != counts[keys[j]] {
+			return counts[keys[i]] > counts[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	var out []string
+	for i, k := range keys {
+		if i == n {
+			out = append(out, fmt.Sprintf("... and %d more kinds", len(keys)-n))
+			break
+		}
+		out = append(out, fmt.Sprintf("%6d %s", counts[k], k))
+	}
+	if len(out) == 0 {
+		out = append(out, "none")
+	}
+	return out
 }
 
 func grepLines(s, sub string, n int) string {
