@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,4 +244,24 @@ func TestBrokerPersistentSessionDeliversQueued(t *testing.T) {
 		}
 	}()
 	exactly(t, sink, 500)
+}
+
+func TestEmbeddedBrokerFeedsTheInput(t *testing.T) {
+	eb := NewEmbeddedBroker("127.0.0.1:0", nil)
+	if err := eb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer eb.Stop(context.Background())
+	addr := eb.Addr()
+	if strings.HasSuffix(addr, ":0") {
+		t.Fatalf("Addr %q: the chosen port is not reported", addr)
+	}
+	sink := sinktest.New()
+	in, _ := brokerInput(t, addr, "embedded", sink)
+	waitConnected(t, in)
+	publish(t, addr, "lp/a", 0, 200)
+	exactly(t, sink, 200)
+	if err := NewEmbeddedBroker(addr, nil).Start(); err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("a second broker on %s: %v", addr, err)
+	}
 }
