@@ -63,6 +63,7 @@ type load struct {
 	workers int   // connections or concurrent clients
 	batch   int   // lines per HTTP body, per UDP datagram, per MQTT message, per TCP write
 	pace    pacer
+	paho    bool // MQTT: publish with paho instead of the lean raw publisher
 }
 
 // result of sending a load.
@@ -210,44 +211,83 @@ func sendMQTT(ctx context.Context, broker string, l load) (sendResult, error) {
 	per := int64(l.batch)
 	r := &reserver{total: l.points / per}
 	stamp := time.Now().UnixNano()
+	publish := publishRaw
+	if l.paho {
+		publish = publishPaho
+	}
 	err := runWorkers(l.workers, func(w int) error {
-		o := paho.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("bench-pub-%d-%d", w, stamp)).
-			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
-		cl := paho.NewClient(o)
-		if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			return fmt.Errorf("connect the publisher to %s: %v", broker, tok.Error())
-		}
-		defer cl.Disconnect(250)
-		toks := make([]paho.Token, 0, 1000)
-		settle := func() error {
-			for _, t := range toks {
-				if !t.WaitTimeout(2*time.Minute) || t.Error() != nil {
-					return fmt.Errorf("publish to %s: no PUBACK within 2m (%v)", broker, t.Error())
-				}
-			}
-			toks = toks[:0]
-			return nil
-		}
-		var buf []byte
-		for ctx.Err() == nil {
-			msg, n := r.take(1)
-			if n == 0 {
-				break
-			}
-			l.pace.wait(ctx, msg*per)
-			buf = l.gen.appendLines(buf[:0], msg*per, int(per))
-			// paho keeps the payload until it is sent: give it its own copy.
-			toks = append(toks, cl.Publish("bench/a", 1, false, bytes.Clone(buf)))
-			if len(toks) == cap(toks) {
-				if err := settle(); err != nil {
-					return err
-				}
-			}
-		}
-		if err := settle(); err != nil {
-			return err
-		}
-		return ctx.Err()
+		return publish(ctx, broker, fmt.Sprintf("bench-pub-%d-%d", w, stamp), l, r)
 	})
 	return sendResult{sent: min(r.next.Load(), r.total) * per}, err
+}
+
+// publishRaw publishes the messages r hands out with the raw publisher.
+func publishRaw(ctx context.Context, broker, clientID string, l load, r *reserver) error {
+	per := int64(l.batch)
+	p, err := dialRaw(broker, clientID, 1000)
+	if err != nil {
+		return err
+	}
+	var buf []byte
+	for ctx.Err() == nil {
+		msg, n := r.take(1)
+		if n == 0 {
+			break
+		}
+		if l.pace.rate > 0 {
+			// Nothing may wait in the buffer while the pacer sleeps.
+			if err := p.flush(); err != nil {
+				return err
+			}
+			l.pace.wait(ctx, msg*per)
+		}
+		buf = l.gen.appendLines(buf[:0], msg*per, int(per))
+		if err := p.publish(ctx, "bench/a", buf); err != nil {
+			return err
+		}
+	}
+	return p.close(ctx)
+}
+
+// publishPaho publishes the messages r hands out with paho, the client
+// most Go programs use.
+func publishPaho(ctx context.Context, broker, clientID string, l load, r *reserver) error {
+	per := int64(l.batch)
+	o := paho.NewClientOptions().AddBroker(broker).SetClientID(clientID).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+	cl := paho.NewClient(o)
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return fmt.Errorf("connect the publisher to %s: %v", broker, tok.Error())
+	}
+	defer cl.Disconnect(250)
+	toks := make([]paho.Token, 0, 1000)
+	settle := func() error {
+		for _, t := range toks {
+			if !t.WaitTimeout(2*time.Minute) || t.Error() != nil {
+				return fmt.Errorf("publish to %s: no PUBACK within 2m (%v)", broker, t.Error())
+			}
+		}
+		toks = toks[:0]
+		return nil
+	}
+	var buf []byte
+	for ctx.Err() == nil {
+		msg, n := r.take(1)
+		if n == 0 {
+			break
+		}
+		l.pace.wait(ctx, msg*per)
+		buf = l.gen.appendLines(buf[:0], msg*per, int(per))
+		// paho keeps the payload until it is sent: give it its own copy.
+		toks = append(toks, cl.Publish("bench/a", 1, false, bytes.Clone(buf)))
+		if len(toks) == cap(toks) {
+			if err := settle(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := settle(); err != nil {
+		return err
+	}
+	return ctx.Err()
 }

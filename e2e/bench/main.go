@@ -31,18 +31,18 @@ func main() {
 
 // options are the command line.
 type options struct {
-	bin, out, plot, dir  string
-	brokerConf           string
-	inputs, syncs        []string
-	series               []int
-	points, mqttMessages int64
-	runs, conns          int
-	tcpBatch, httpBatch  int
-	udpBatch             int
-	rate, udpRate        float64
-	half, keep, quick    bool
-	recoveryBytes        size
-	timeout, interval    time.Duration
+	bin, out, plot, dir   string
+	brokerConf, publisher string
+	inputs, syncs         []string
+	series                []int
+	points, mqttMessages  int64
+	runs, conns           int
+	tcpBatch, httpBatch   int
+	udpBatch              int
+	rate, udpRate         float64
+	half, keep, quick     bool
+	recoveryBytes         size
+	timeout, interval     time.Duration
 }
 
 // size is a byte count flag: 1GiB, 256MiB, 64KiB, 1GB, 500MB or bytes.
@@ -98,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
 	fs.Var(&o.recoveryBytes, "recovery-bytes", "WAL backlog to recover after kill -9, e.g. 1GiB (0: skip the recovery runs) (default 256MiB)")
 	fs.StringVar(&o.brokerConf, "broker-conf", "", `more mosquitto.conf lines, separated by ";" (e.g. "max_inflight_messages 1000"); the table says so`)
+	fs.StringVar(&o.publisher, "publisher", "raw", "MQTT publisher: raw (a lean MQTT 3.1.1 QoS 1 publisher, little CPU taken from the agent) or paho")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
 	fs.StringVar(&o.plot, "plot", "", "write an SVG of throughput and RSS over each scenario's median run to this file")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "directory for the runs' data directories (its disk decides what fsync costs)")
@@ -137,6 +138,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if !slices.Contains([]string{"tcp", "http", "udp", "mqtt", "mqtt1", "mqtt100"}, in) {
 			return o, fmt.Errorf("-inputs: unknown input %q: use tcp, http, udp, mqtt, mqtt1 or mqtt100", in)
 		}
+	}
+	if o.publisher != "raw" && o.publisher != "paho" {
+		return o, fmt.Errorf("-publisher %q: use raw or paho", o.publisher)
 	}
 	for _, s := range o.syncs {
 		if !slices.Contains([]string{"always", "interval", "none"}, s) {
@@ -232,7 +236,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer os.RemoveAll(work)
 	}
 	e := env{workDir: work, keep: o.keep, conns: o.conns, tcpBatch: o.tcpBatch, httpBatch: o.httpBatch,
-		udpBatch: o.udpBatch, brokerConf: o.brokerConf, interval: o.interval, timeout: o.timeout, logf: logf, bin: o.bin}
+		udpBatch: o.udpBatch, brokerConf: o.brokerConf, paho: o.publisher == "paho", interval: o.interval, timeout: o.timeout, logf: logf, bin: o.bin}
 	if e.bin == "" {
 		logf("building fpagent (go build -trimpath; the first build compiles DuckDB and takes minutes)")
 		if e.bin, err = buildAgent(work); err != nil {
@@ -250,7 +254,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs, BrokerConf: o.brokerConf,
+	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs, BrokerConf: o.brokerConf, Publisher: o.publisher,
 		Command: strings.TrimSpace("go run ./e2e/bench " + strings.Join(args, " "))}
 	logf("bench: %d scenarios × %d runs on %s, %d cores, load %s", len(scs), o.runs, rep.Machine.CPU, rep.Machine.Cores, rep.Machine.LoadBefore)
 

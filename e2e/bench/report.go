@@ -121,6 +121,7 @@ func summarizeRecovery(sync string, rs []recoveryResult, failed int) recoveryRow
 type report struct {
 	Machine    machine
 	BrokerConf string
+	Publisher  string
 	Command    string
 	Runs       int
 	Rows       []row
@@ -168,6 +169,7 @@ func (rep report) writeMarkdown(w io.Writer) {
 	if rep.BrokerConf != "" {
 		broker += " and " + rep.BrokerConf
 	}
+	broker += ", MQTT publisher " + rep.Publisher
 	fmt.Fprintf(w, "- fpagent %s (commit %s), %s, DuckDB %s; %s\n", m.AgentVersion, m.Commit, m.GoVersion, m.DuckDB, broker)
 	fmt.Fprintf(w, "- Started %s, took %s; load average (1, 5, 15 min) %s before, %s after",
 		m.Started.Format(time.RFC3339), rep.Elapsed.Round(time.Second), m.LoadBefore, m.LoadAfter)

@@ -85,6 +85,7 @@ type env struct {
 	bin        string
 	mosquitto  string
 	brokerConf string // more mosquitto.conf lines, ;-separated
+	paho       bool   // publish with paho
 	workDir    string
 	keep       bool
 	conns      int // TCP connections, HTTP clients, UDP sockets, MQTT publishers
@@ -209,7 +210,7 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 		l.batch = e.udpBatch
 		sent, err = sendUDP(ctx, fmt.Sprintf("127.0.0.1:%d", cfg.UDP), l)
 	case "mqtt":
-		l.batch = sc.PerMsg
+		l.batch, l.paho = sc.PerMsg, e.paho
 		sent, err = sendMQTT(ctx, br.Addr, l)
 	default:
 		err = fmt.Errorf("unknown input %q", sc.Input)
