@@ -255,9 +255,19 @@ func TestMQTTBrokerOutage(t *testing.T) {
 	var mu sync.Mutex
 	var unacked []int
 	streamDone := make(chan struct{})
+	var brokerDown atomic.Bool
 	go func() {
 		defer close(streamDone)
 		for first := 0; first < before; first += 250 {
+			if brokerDown.Load() {
+				// The rest is re-sent once the broker is back.
+				mu.Lock()
+				for i := first; i < before; i++ {
+					unacked = append(unacked, i)
+				}
+				mu.Unlock()
+				return
+			}
 			payloads := make([][]byte, 0, 250)
 			for i := first; i < first+250; i++ {
 				payloads = append(payloads, lpMessage("outage", i))
@@ -274,6 +284,7 @@ func TestMQTTBrokerOutage(t *testing.T) {
 		}
 	}()
 	time.Sleep(700 * time.Millisecond)
+	brokerDown.Store(true)
 	mq.stop()
 	t.Log("mosquitto stopped")
 	if strings.Contains(mq.log.String(), "Error saving") {
