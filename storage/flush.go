@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,6 +71,7 @@ func (fb *flushBatch) reset(gen uint64) {
 type seriesTable struct {
 	byKey  map[string]*seriesInfo
 	nextID uint32
+	count  *atomic.Int64 // len(byKey), for Stats; nil in tests
 }
 
 // add decodes one WAL record into the batch.
@@ -184,6 +186,9 @@ func (st *seriesTable) create(p *rawPoint) (*seriesInfo, error) {
 	}
 	st.nextID++
 	st.byKey[s.key] = s
+	if st.count != nil {
+		st.count.Store(int64(len(st.byKey)))
+	}
 	return s, nil
 }
 
@@ -201,7 +206,9 @@ func appendRecordJSON(dst []byte, s *seriesInfo, fields []byte, ts int64) []byte
 	return append(dst, `"}`...)
 }
 
-// committed updates the series table once the flush is in DuckDB.
+// committed records the batch's newest times in the series table, as if it
+// were in DuckDB already (the flusher builds the next batch before this one
+// commits; a failed commit reloads the table).
 func (fb *flushBatch) committed() {
 	for _, s := range fb.touched {
 		s.maxFlushed = max(s.maxFlushed, s.batchMax)

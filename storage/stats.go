@@ -87,7 +87,7 @@ func (s *Store) Stats() Stats {
 		Backpressure:     s.counters.backpressure.Load(),
 		StoreErrors:      s.counters.storeErrors.Load(),
 		CacheEvictions:   s.cache.evictions.Load(),
-		Series:           s.counters.series.Load(),
+		Series:           s.seriesCount.Load(),
 		Ready:            s.ready.Load(),
 		WAL: WALStats{
 			FirstPosition: uint64(ws.FirstPosition),

@@ -37,7 +37,7 @@ type Config struct {
 	MaxWALAge     time.Duration  // rotate a WAL segment at this age (max_wal_age_seconds); default 300s
 	BatchSize     int            // flush once this many readings are pending (batch_size); default 1000
 	FlushInterval time.Duration  // flush at least this often when anything is pending; default 30s
-	MaxFlushRows  int            // readings in one flush transaction at most (bounds its memory, ~100 B each); default 250000
+	MaxFlushRows  int            // readings in one flush transaction at most (bounds its memory: two batches of ~100 B a reading); default 125000
 	Sync          wal.SyncPolicy // "always" (default), "interval" or "none"
 	SyncInterval  time.Duration  // with Sync "interval"; default 100ms
 	CacheMaxKeys  int            // keys held in the cache; default 100000
@@ -61,7 +61,7 @@ func DefaultConfig() Config {
 		MaxWALAge:     300 * time.Second,
 		BatchSize:     1000,
 		FlushInterval: 30 * time.Second,
-		MaxFlushRows:  250000,
+		MaxFlushRows:  125000,
 		Sync:          wal.SyncAlways,
 		SyncInterval:  100 * time.Millisecond,
 		CacheMaxKeys:  100000,
@@ -128,6 +128,7 @@ type Store struct {
 	lastFlush   flushResult
 	flushErr    error
 	pendingPts  atomic.Int64 // readings stored since the last flush started
+	seriesCount atomic.Int64 // series the flusher knows, set as it creates them
 	ages        ageTrack
 	counters    counters
 	recoveredAt time.Time
@@ -150,7 +151,6 @@ type counters struct {
 	rewrites      atomic.Uint64
 	backpressure  atomic.Uint64
 	storeErrors   atomic.Uint64
-	series        atomic.Int64
 }
 
 // Open opens (or creates) the store: the WAL in cfg.BaseDir and the DuckDB
@@ -230,12 +230,12 @@ func (s *Store) openFlushState(ctx context.Context) (*seriesTable, *writer, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	s.counters.series.Store(int64(len(byKey)))
+	s.seriesCount.Store(int64(len(byKey)))
 	w, err := newWriter(ctx, s.db)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &seriesTable{byKey: byKey, nextID: next}, w, nil
+	return &seriesTable{byKey: byKey, nextID: next, count: &s.seriesCount}, w, nil
 }
 
 // Ready reports whether recovery is done, and if not, why.
@@ -481,13 +481,23 @@ func (s *Store) abandon() {
 	s.db.Close()
 }
 
-// flusher is the one goroutine that moves the WAL into DuckDB.
+// flusher is the one goroutine that moves the WAL into DuckDB. It builds
+// each transaction from the WAL while a second goroutine (commitLoop) has
+// DuckDB commit the previous one, so that decoding and DuckDB's work overlap;
+// at most one transaction is in flight, and its outcome is settled before the
+// next is handed over.
 func (s *Store) flusher(st *seriesTable, w *writer) {
 	defer close(s.done)
-	defer func() { w.close() }()
 	ctx := context.Background()
-	var fb flushBatch
-	var gen uint64
+	jobs := make(chan commitJob)
+	results := make(chan commitResult)
+	go s.commitLoop(ctx, jobs, results)
+	p := &pipeline{jobs: jobs, results: results}
+	defer func() {
+		close(jobs)
+		p.closeReader()
+		w.close()
+	}()
 	backoff := time.Duration(0)
 	timer := time.NewTimer(0) // catch up at once: that is recovery
 	defer timer.Stop()
@@ -504,18 +514,7 @@ func (s *Store) flusher(st *seriesTable, w *writer) {
 		if stopping && s.abandoned.Load() {
 			return
 		}
-		var err error
-		for err == nil {
-			var n int
-			gen++
-			n, err = s.flushOnce(ctx, &fb, gen, st, w)
-			if n == 0 && err == nil {
-				break
-			}
-			if stopping && err != nil {
-				break
-			}
-		}
+		err := s.drain(p, st, w)
 		if err == nil {
 			backoff = 0
 			if !s.ready.Load() {
@@ -528,13 +527,16 @@ func (s *Store) flusher(st *seriesTable, w *writer) {
 			timer.Reset(s.cfg.FlushInterval)
 			continue
 		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
 		s.counters.flushErrors.Add(1)
 		s.log.Error("flush to DuckDB failed; the WAL keeps the data and the flush is retried",
 			"error", err, "checkpoint", s.checkpoint.Load(), "retry_in", backoff)
 		if stopping {
 			return
 		}
-		// Rebuild what the failed transaction may have left half-known.
+		// Start again from the checkpoint, with what the failed transaction
+		// may have left half-known rebuilt from DuckDB.
+		p.closeReader()
 		w.close()
 		for {
 			st2, w2, rerr := s.openFlushState(ctx)
@@ -549,21 +551,92 @@ func (s *Store) flusher(st *seriesTable, w *writer) {
 				return
 			}
 		}
-		backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
 		timer.Reset(backoff)
 	}
 }
 
-// flushOnce moves up to MaxFlushRows readings from the WAL into DuckDB in one
-// transaction. It returns the number of WAL records flushed.
-func (s *Store) flushOnce(ctx context.Context, fb *flushBatch, gen uint64, st *seriesTable, w *writer) (int, error) {
-	start := time.Now()
-	from := s.checkpoint.Load() + 1
-	r, err := s.wal.NewReader(wal.Position(from))
-	if err != nil {
-		return 0, s.flushDone(fmt.Errorf("read WAL from %d: %w", from, err))
+// pipeline is the flusher's state between transactions: a reader that runs
+// ahead of the checkpoint by at most the transaction in flight, and two
+// batches that take turns.
+type pipeline struct {
+	jobs     chan<- commitJob
+	results  <-chan commitResult
+	reader   *wal.Reader
+	bufs     [2]flushBatch
+	next     int
+	gen      uint64
+	inflight bool
+}
+
+func (p *pipeline) closeReader() {
+	if p.reader != nil {
+		p.reader.Close()
+		p.reader = nil
 	}
-	defer r.Close()
+}
+
+type commitJob struct {
+	fb    *flushBatch
+	w     *writer
+	start time.Time
+}
+
+type commitResult struct {
+	commitJob
+	err error
+}
+
+// commitLoop commits the transactions the flusher hands it, one at a time.
+func (s *Store) commitLoop(ctx context.Context, jobs <-chan commitJob, results chan<- commitResult) {
+	for job := range jobs {
+		var err error
+		if s.cfg.flushHook != nil {
+			err = s.cfg.flushHook()
+		}
+		if err == nil {
+			err = job.w.commit(ctx, job.fb)
+		}
+		results <- commitResult{job, err}
+	}
+}
+
+// drain flushes until the WAL is caught up, or a transaction fails. It
+// returns with no transaction in flight.
+func (s *Store) drain(p *pipeline, st *seriesTable, w *writer) error {
+	for {
+		if p.reader == nil {
+			from := s.checkpoint.Load() + 1
+			r, err := s.wal.NewReader(wal.Position(from))
+			if err != nil {
+				return s.flushDone(fmt.Errorf("read WAL from %d: %w", from, err))
+			}
+			p.reader = r
+		}
+		fb := &p.bufs[p.next]
+		p.gen++
+		start := time.Now()
+		berr := s.build(fb, p.gen, p.reader, st)
+		if p.inflight {
+			p.inflight = false
+			if err := s.settle(<-p.results); err != nil {
+				return err
+			}
+		}
+		if berr != nil {
+			return s.flushDone(berr)
+		}
+		if fb.records == 0 {
+			s.flushDone(nil)
+			return nil
+		}
+		p.jobs <- commitJob{fb: fb, w: w, start: start}
+		p.inflight = true
+		p.next ^= 1
+	}
+}
+
+// build reads up to MaxFlushRows readings from the WAL into fb.
+func (s *Store) build(fb *flushBatch, gen uint64, r *wal.Reader, st *seriesTable) error {
 	s.pendingPts.Store(0)
 	fb.reset(gen)
 	for len(fb.rows) < s.cfg.MaxFlushRows {
@@ -572,7 +645,7 @@ func (s *Store) flushOnce(ctx context.Context, fb *flushBatch, gen uint64, st *s
 			break
 		}
 		if err != nil {
-			return 0, s.flushDone(fmt.Errorf("read WAL at %d: %w", from, err))
+			return fmt.Errorf("read WAL after %d: %w", fb.lastPos, err)
 		}
 		if err := fb.add(rec, uint64(pos), st); err != nil {
 			// A record that passed the WAL checksum but does not decode
@@ -584,18 +657,19 @@ func (s *Store) flushOnce(ctx context.Context, fb *flushBatch, gen uint64, st *s
 			fb.records++
 		}
 	}
-	if fb.records == 0 {
-		return 0, s.flushDone(nil)
-	}
-	if s.cfg.flushHook != nil {
-		if err := s.cfg.flushHook(); err != nil {
-			return 0, s.flushDone(err)
-		}
-	}
-	if err := w.commit(ctx, fb); err != nil {
-		return 0, s.flushDone(err)
-	}
+	// The next transaction is built before this one commits: it must see
+	// this one's points as stored already, or a rewrite of one of them would
+	// be appended twice. If the commit fails, the series state is reloaded.
 	fb.committed()
+	return nil
+}
+
+// settle publishes a committed transaction, or returns why it failed.
+func (s *Store) settle(res commitResult) error {
+	if res.err != nil {
+		return s.flushDone(res.err)
+	}
+	fb := res.fb
 	live := 0
 	for i := range fb.rows {
 		if !fb.rows[i].dead {
@@ -607,13 +681,13 @@ func (s *Store) flushOnce(ctx context.Context, fb *flushBatch, gen uint64, st *s
 	s.counters.rewrites.Add(uint64(len(fb.rewrites) + len(fb.rows) - live))
 	s.counters.deadLetters.Add(uint64(len(fb.rejects)))
 	s.counters.flushes.Add(1)
-	s.counters.series.Store(int64(len(st.byKey)))
 	s.ages.flushed(fb.lastPos)
 	s.flushMu.Lock()
-	s.lastFlush = flushResult{at: time.Now(), duration: time.Since(start), points: live, records: fb.records}
+	s.lastFlush = flushResult{at: time.Now(), duration: time.Since(res.start), points: live, records: fb.records}
 	s.flushMu.Unlock()
 	s.removeCovered(false)
-	return fb.records, s.flushDone(nil)
+	s.flushDone(nil)
+	return nil
 }
 
 // flushDone publishes the outcome of a flush attempt to the waiters.
