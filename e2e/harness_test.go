@@ -304,6 +304,11 @@ func mosquittoPath(t testing.TB) string {
 func startMosquitto(t testing.TB, dir string, port int) *mosquitto {
 	t.Helper()
 	mosquittoPath(t) // skips or fails early when it is missing
+	// Run as root, mosquitto drops to its own user: it must be able to write
+	// its persistence file here, or it silently keeps sessions in memory only.
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	if port == 0 {
 		port = freePort(t)
 	}
