@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,6 +75,10 @@ const (
 	soakGoroutineSlack = 20
 	soakFDSlack        = 10
 )
+
+// soakSlowRestart is how long from start to /ready after a SIGKILL makes the
+// soak print what the agent logged meanwhile.
+const soakSlowRestart = 5 * time.Second
 
 // soakToken names one point or one malformed line: source letter, G (good)
 // or B (bad), sequence number. It is carried in the id field of good
@@ -759,6 +764,7 @@ type soak struct {
 	diskFulls, diskFullBit     int
 	brokerRestarts, bursts     int
 	peakHWM                    int64 // kB
+	restarts                   []time.Duration // from start to /ready after each SIGKILL
 	leak                       string
 }
 
@@ -904,9 +910,16 @@ func (s *soak) killRestart(flip bool) {
 		what += "; " + note
 	}
 	time.Sleep(time.Duration(s.rng.IntN(400)) * time.Millisecond)
+	mark := len(s.a.Log())
 	start := time.Now()
 	s.a.start()
-	s.logf("%s; restarted, ready in %s", what, time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	s.restarts = append(s.restarts, took)
+	s.logf("%s; restarted, ready in %s", what, took.Round(time.Millisecond))
+	if took > soakSlowRestart {
+		l := s.a.Log()[mark:]
+		s.logf("slow restart: the agent's log from its start until ready:\n%s", l[:min(len(l), 6000)])
+	}
 	if flipped {
 		if st := s.stats(); st.WAL.Corruptions == 0 {
 			s.t.Errorf("after flipping bytes in a sealed WAL segment the restarted agent counts no corruption (/stats wal.corruptions_total 0)")
@@ -1580,6 +1593,12 @@ func (s *soak) ledger() {
 		nUnexpected, nMismatched, nUnknownDL)
 	w("Leak check: %s.", s.leak)
 	w("Peak RSS (VmHWM, highest of every agent process): %d MB (bound %d MB).", s.peakHWM/1024, s.plan.rssMB)
+	if n := len(s.restarts); n > 0 {
+		r := append([]time.Duration(nil), s.restarts...)
+		slices.Sort(r)
+		w("Start to ready after a SIGKILL: median %s, 90th percentile %s, longest %s (%d restarts).",
+			r[n/2].Round(time.Millisecond), r[n*9/10].Round(time.Millisecond), r[n-1].Round(time.Millisecond), n)
+	}
 	w("")
 	w("Agent warnings and errors over every run (count, level, message):")
 	w("")
