@@ -763,7 +763,7 @@ type soak struct {
 	flippedSegs                map[string]bool
 	diskFulls, diskFullBit     int
 	brokerRestarts, bursts     int
-	peakHWM                    int64 // kB
+	peakHWM                    int64           // kB
 	restarts                   []time.Duration // from start to /ready after each SIGKILL
 	leak                       string
 }
