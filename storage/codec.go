@@ -289,16 +289,27 @@ func (d *decoder) reject() Reject {
 // appendFieldsJSONRaw renders encoded fields (rawPoint.fields) as JSON,
 // exactly as AppendFieldsJSON renders the decoded ones.
 func appendFieldsJSONRaw(dst []byte, enc []byte, n int) []byte {
+	return appendFieldsJSONTyped(dst, enc, n, nil)
+}
+
+// appendFieldsJSONTyped is appendFieldsJSONRaw that also records each
+// field's kind in s (see seriesInfo.noteKind) when s is not nil.
+func appendFieldsJSONTyped(dst []byte, enc []byte, n int, s *seriesInfo) []byte {
 	d := decoder{b: enc}
 	dst = append(dst, '{')
 	for i := 0; i < n && d.err == nil; i++ {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONBytes(dst, d.bytes("field key"))
+		key := d.bytes("field key")
+		dst = appendJSONBytes(dst, key)
 		dst = append(dst, ':')
 		var v Value
-		switch k := Kind(d.byte1("field kind")); k {
+		k := Kind(d.byte1("field kind"))
+		if s != nil {
+			s.noteKind(key, k)
+		}
+		switch k {
 		case KindFloat:
 			v = Value{Kind: k, num: d.u64("float")}
 		case KindInt:

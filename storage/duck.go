@@ -28,7 +28,8 @@ var schema = []string{
 		series_id   UINTEGER PRIMARY KEY,
 		key         VARCHAR NOT NULL UNIQUE,
 		measurement VARCHAR NOT NULL,
-		tags        JSON NOT NULL)`,
+		tags        JSON NOT NULL,
+		field_types JSON NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS points (
 		ts        TIMESTAMP_NS NOT NULL,
 		series_id UINTEGER NOT NULL,
@@ -50,7 +51,7 @@ var schema = []string{
 		flushed_at   TIMESTAMP NOT NULL)`,
 	`INSERT INTO flush_checkpoint VALUES (1, 0, now()) ON CONFLICT DO NOTHING`,
 	`CREATE OR REPLACE VIEW readings AS
-		SELECT p.ts, s.key, s.measurement, s.tags, p.fields::JSON AS fields
+		SELECT p.ts, s.key, s.measurement, s.tags, p.fields::JSON AS fields, s.field_types
 		FROM points p JOIN series s USING (series_id)`,
 }
 
@@ -100,6 +101,11 @@ type seriesInfo struct {
 	batchGen uint64
 	batchMax int64
 	latest   int // index into the flush's latest rows, valid for batchGen
+	// types is the kind of each field seen in this series (line protocol
+	// tells integer from unsigned; JSON cannot), kept in series.field_types.
+	types        map[string]Kind
+	typesChanged bool
+	typesGen     uint64
 }
 
 // loadSeries reads every series and the newest timestamp stored; the
@@ -113,7 +119,7 @@ func loadSeries(ctx context.Context, db *sql.DB) (map[string]*seriesInfo, uint32
 	if maxTS.Valid {
 		floor = maxTS.Time.UnixNano()
 	}
-	rows, err := db.QueryContext(ctx, `SELECT series_id, key, measurement, tags::VARCHAR FROM series`)
+	rows, err := db.QueryContext(ctx, `SELECT series_id, key, measurement, tags::VARCHAR, field_types::VARCHAR FROM series`)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read series: %w", err)
 	}
@@ -122,15 +128,34 @@ func loadSeries(ctx context.Context, db *sql.DB) (map[string]*seriesInfo, uint32
 	var next uint32 = 1
 	for rows.Next() {
 		s := &seriesInfo{maxFlushed: floor}
-		var tags string
-		if err := rows.Scan(&s.id, &s.key, &s.measurement, &tags); err != nil {
+		var tags, types string
+		if err := rows.Scan(&s.id, &s.key, &s.measurement, &tags, &types); err != nil {
 			return nil, 0, fmt.Errorf("read series: %w", err)
 		}
 		s.tagsJSON = []byte(tags)
+		s.types = parseTypes(types)
 		m[s.key] = s
 		next = max(next, s.id+1)
 	}
 	return m, next, rows.Err()
+}
+
+// parseTypes reads series.field_types back; what it cannot read is
+// relearned from the next points.
+func parseTypes(js string) map[string]Kind {
+	var m map[string]string
+	if json.Unmarshal([]byte(js), &m) != nil {
+		return nil
+	}
+	out := make(map[string]Kind, len(m))
+	for k, v := range m {
+		for kind := KindFloat; kind <= KindBool; kind++ {
+			if kind.String() == v {
+				out[k] = kind
+			}
+		}
+	}
+	return out
 }
 
 func readCheckpoint(ctx context.Context, db *sql.DB) (uint64, error) {
@@ -213,6 +238,14 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 			return fmt.Errorf("clear flush staging: %w", err)
 		}
 	}
+	for _, t := range fb.types {
+		if t.isNew {
+			continue
+		}
+		if _, err := w.conn.ExecContext(ctx, `UPDATE series SET field_types = ?::JSON WHERE series_id = ?`, string(t.json), t.id); err != nil {
+			return fmt.Errorf("update field types of series %d: %w", t.id, err)
+		}
+	}
 	if _, err := w.conn.ExecContext(ctx, `UPDATE flush_checkpoint SET wal_position = ?, flushed_at = now() WHERE id = 1`, fb.lastPos); err != nil {
 		return fmt.Errorf("write flush checkpoint: %w", err)
 	}
@@ -226,9 +259,19 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 // of the points they rewrite.
 func (w *writer) appendAll(conn driver.Conn, fb *flushBatch) error {
 	if len(fb.newSeries) > 0 {
+		types := make(map[uint32][]byte, len(fb.newSeries))
+		for _, t := range fb.types {
+			if t.isNew {
+				types[t.id] = t.json
+			}
+		}
 		err := withAppender(conn, "series", func(a *duckdb.Appender) error {
 			for _, s := range fb.newSeries {
-				if err := a.AppendRow(s.id, s.key, s.measurement, json.RawMessage(s.tagsJSON)); err != nil {
+				ft := types[s.id]
+				if ft == nil {
+					ft = []byte("{}")
+				}
+				if err := a.AppendRow(s.id, s.key, s.measurement, json.RawMessage(s.tagsJSON), json.RawMessage(ft)); err != nil {
 					return err
 				}
 			}

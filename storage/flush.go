@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"sync/atomic"
 	"time"
 )
@@ -44,6 +45,8 @@ type flushBatch struct {
 	latest     []latestRow
 	newSeries  []*seriesInfo
 	touched    []*seriesInfo
+	retyped    []*seriesInfo // series whose field types changed in this batch
+	types      []seriesTypes // their field types, as of the end of the batch
 	rejects    []Reject
 	records    int    // WAL records in the batch
 	lastPos    uint64 // the checkpoint this flush writes
@@ -62,6 +65,8 @@ func (fb *flushBatch) reset(gen uint64) {
 	fb.latest = fb.latest[:0]
 	fb.newSeries = fb.newSeries[:0]
 	fb.touched = fb.touched[:0]
+	fb.retyped = fb.retyped[:0]
+	fb.types = fb.types[:0]
 	fb.rejects = fb.rejects[:0]
 	fb.records, fb.lastPos = 0, 0
 	fb.index = nil
@@ -137,7 +142,11 @@ func (fb *flushBatch) addPoint(p *rawPoint, st *seriesTable) error {
 		fb.rewriteMax = max(fb.rewriteMax, p.time)
 	}
 	start := len(fb.arena)
-	fb.arena = appendFieldsJSONRaw(fb.arena, p.fields, p.nfields)
+	fb.arena = appendFieldsJSONTyped(fb.arena, p.fields, p.nfields, s)
+	if s.typesChanged && s.typesGen != fb.gen {
+		s.typesGen = fb.gen
+		fb.retyped = append(fb.retyped, s)
+	}
 	fields := span{start, len(fb.arena)}
 	if fb.index != nil {
 		fb.index[rewrite{s.id, p.time}] = len(fb.rows)
@@ -204,6 +213,58 @@ func appendRecordJSON(dst []byte, s *seriesInfo, fields []byte, ts int64) []byte
 	dst = append(dst, `,"time":"`...)
 	dst = time.Unix(0, ts).UTC().AppendFormat(dst, time.RFC3339Nano)
 	return append(dst, `"}`...)
+}
+
+// seriesTypes is a series' field types to write with a flush: a snapshot,
+// since the flusher builds the next batch while this one commits.
+type seriesTypes struct {
+	id    uint32
+	isNew bool
+	json  []byte
+}
+
+// snapshotTypes renders the field types of the series the batch created or
+// retyped.
+func (fb *flushBatch) snapshotTypes() {
+	isNew := make(map[*seriesInfo]bool, len(fb.newSeries))
+	for _, s := range fb.newSeries {
+		isNew[s] = true
+	}
+	for _, s := range fb.retyped {
+		fb.types = append(fb.types, seriesTypes{id: s.id, isNew: isNew[s], json: s.typesJSON()})
+		s.typesChanged = false
+	}
+}
+
+// noteKind records that field key of this series holds kind k.
+func (s *seriesInfo) noteKind(key []byte, k Kind) {
+	if old, ok := s.types[string(key)]; ok && old == k {
+		return
+	}
+	if s.types == nil {
+		s.types = make(map[string]Kind, 4)
+	}
+	s.types[string(key)] = k
+	s.typesChanged = true
+}
+
+// typesJSON renders the field types as {"field":"float",…}, sorted by name.
+func (s *seriesInfo) typesJSON() []byte {
+	keys := make([]string, 0, len(s.types))
+	for k := range s.types {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b := []byte{'{'}
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, s.types[k].String())
+	}
+	return append(b, '}')
 }
 
 // committed records the batch's newest times in the series table, as if it

@@ -366,3 +366,30 @@ func TestNoFileAccessThroughSQL(t *testing.T) {
 		}
 	}
 }
+
+func TestFieldTypes(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	waitReady(t, s)
+	mustStore(t, s, Point{Measurement: "m", Fields: []Field{{"f", FloatValue(1)}, {"i", IntValue(5)}, {"u", UintValue(5)},
+		{"s", StringValue("x")}, {"b", BoolValue(true)}}, Time: 1})
+	mustFlush(t, s)
+	mustStore(t, s, Point{Measurement: "m", Fields: []Field{{"n", IntValue(-1)}}, Time: 2})
+	mustFlush(t, s)
+	want := `{"b":"boolean","f":"float","i":"integer","n":"integer","s":"string","u":"unsigned"}`
+	check := func(when string) {
+		t.Helper()
+		var got string
+		if err := s.DB().QueryRow(`SELECT DISTINCT field_types::VARCHAR FROM readings WHERE key = 'm'`).Scan(&got); err != nil || got != want {
+			t.Fatalf("%s: field_types = %s, %v; want %s", when, got, err, want)
+		}
+	}
+	check("after two flushes")
+	s.Close()
+	s = openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	waitReady(t, s)
+	mustStore(t, s, Point{Measurement: "m", Fields: []Field{{"f", FloatValue(2)}}, Time: 3})
+	mustFlush(t, s)
+	check("after a restart")
+}
