@@ -217,4 +217,3 @@ func sameValue(got, want any) bool {
 		return got == want
 	}
 }
-
