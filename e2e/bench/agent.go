@@ -247,6 +247,7 @@ type inputStats struct {
 	PersistedPoints uint64 `json:"persisted_points"`
 	RejectedPoints  uint64 `json:"rejected_points"`
 	DroppedPoints   uint64 `json:"dropped_points"`
+	Payloads        uint64 `json:"payloads"`
 	Backpressure    uint64 `json:"backpressure"`
 	Throttled       uint64 `json:"throttled"`
 }

@@ -71,6 +71,7 @@ type sendResult struct {
 	sent      int64           // points the clients sent (and, but for UDP, the agent acknowledged)
 	latencies []time.Duration // HTTP: per request, until its 204
 	refused   int64           // HTTP answers other than 204, retried
+	datagrams int64           // UDP datagrams sent
 }
 
 // runWorkers runs f in n goroutines and returns the first error.
@@ -121,6 +122,7 @@ func sendTCP(ctx context.Context, addr string, l load) (sendResult, error) {
 // the agent persisted with what was sent.
 func sendUDP(ctx context.Context, addr string, l load) (sendResult, error) {
 	r := &reserver{total: l.points}
+	var datagrams atomic.Int64
 	err := runWorkers(l.workers, func(int) error {
 		c, err := net.Dial("udp", addr)
 		if err != nil {
@@ -138,10 +140,11 @@ func sendUDP(ctx context.Context, addr string, l load) (sendResult, error) {
 			if _, err := c.Write(buf); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
 				return fmt.Errorf("send to the UDP input: %w", err)
 			}
+			datagrams.Add(1)
 		}
 		return ctx.Err()
 	})
-	return sendResult{sent: min(r.next.Load(), r.total)}, err
+	return sendResult{sent: min(r.next.Load(), r.total), datagrams: datagrams.Load()}, err
 }
 
 // sendHTTP posts bodies of l.batch lines to /api/v2/write from l.workers

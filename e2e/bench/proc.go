@@ -179,3 +179,44 @@ func mountOf(dir string) string {
 	}
 	return what
 }
+
+// udpDrops returns the kernel's count of datagrams dropped on process pid's
+// UDP socket bound to port (the last column of /proc/<pid>/net/udp): what
+// arrived while the socket's receive buffer was full.
+func udpDrops(pid, port int) (uint64, error) {
+	var total uint64
+	found := false
+	for _, name := range []string{"udp", "udp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, name))
+		if err != nil {
+			continue
+		}
+		n, ok, err := parseUDPDrops(b, port)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+		found = found || ok
+	}
+	if !found {
+		return 0, fmt.Errorf("no UDP socket on port %d in /proc/%d/net/udp", port, pid)
+	}
+	return total, nil
+}
+
+func parseUDPDrops(b []byte, port int) (drops uint64, found bool, err error) {
+	want := fmt.Sprintf(":%04X", port)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 13 || f[0] == "sl" || !strings.HasSuffix(f[1], want) {
+			continue
+		}
+		n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("unexpected drops %q in /proc net/udp line %q", f[len(f)-1], line)
+		}
+		drops += n
+		found = true
+	}
+	return drops, found, nil
+}

@@ -50,13 +50,14 @@ type row struct {
 	BytesPerPoint  float64
 	LostPct        float64 // UDP: sent but never persisted, percent
 	AgentDropPct   float64 // UDP: what the agent counted as dropped, percent of sent
+	KernelDropPct  float64 // UDP: datagrams the kernel dropped, percent of those sent
 	Refused        float64
 	BrokerDrops    bool
 }
 
 func summarize(sc scenario, runs []runResult, failed int) row {
 	r := row{Sc: sc, Runs: len(runs), Failed: failed}
-	var pts, in, e2e, backlog, p50, p99, p999, cpu, rss, bpp, lost, agentDrops, refused []float64
+	var pts, in, e2e, backlog, p50, p99, p999, cpu, rss, bpp, lost, agentDrops, kernelDrops, refused []float64
 	for _, x := range runs {
 		pts = append(pts, float64(x.Points))
 		in = append(in, x.ingestRate())
@@ -83,13 +84,16 @@ func summarize(sc scenario, runs []runResult, failed int) row {
 			lost = append(lost, 100*float64(x.Sent-x.Points)/float64(x.Sent))
 			agentDrops = append(agentDrops, 100*float64(x.AgentDrops)/float64(x.Sent))
 		}
+		if x.Datagrams > 0 {
+			kernelDrops = append(kernelDrops, 100*float64(x.KernelDrops)/float64(x.Datagrams))
+		}
 		refused = append(refused, float64(x.Refused))
 		r.BrokerDrops = r.BrokerDrops || x.BrokerDrops
 	}
 	r.Points, r.Ingest, r.E2E, r.MaxBacklog = median(pts), median(in), median(e2e), median(backlog)
 	r.P50, r.P99, r.P999 = median(p50), median(p99), median(p999)
 	r.CPUPerM, r.PeakRSS, r.BytesPerPoint = median(cpu), median(rss), median(bpp)
-	r.LostPct, r.AgentDropPct, r.Refused = median(lost), median(agentDrops), median(refused)
+	r.LostPct, r.AgentDropPct, r.KernelDropPct, r.Refused = median(lost), median(agentDrops), median(kernelDrops), median(refused)
 	return r
 }
 
@@ -233,7 +237,7 @@ func writeRow(w io.Writer, r row) {
 	}
 	lost := "–"
 	if r.Sc.Input == "udp" {
-		lost = fmt.Sprintf("%s%% (agent counted %s%%)", dec(r.LostPct, 1), dec(r.AgentDropPct, 1))
+		lost = fmt.Sprintf("%s%% (kernel %s%%, agent %s%%)", dec(r.LostPct, 1), dec(r.KernelDropPct, 1), dec(r.AgentDropPct, 1))
 	}
 	points := num(r.Points)
 	if r.Requests > 0 {
@@ -303,7 +307,7 @@ const legend = `What the columns mean:
 - CPU s / M points: the agent's user+system CPU seconds (/proc/<pid>/stat) from the first point until DuckDB had the last, per million points.
 - peak RSS: the agent's VmHWM (/proc/<pid>/status) at the end of the run, start-up included.
 - DuckDB bytes/point: the size of fpagent.duckdb after a clean stop divided by the points in it.
-- lost (UDP): sent but never persisted, as a share of what was sent: the kernel's socket drops plus the drops the agent counted (/stats dropped_points, shown apart) when its queue was full.
+- lost (UDP): sent but never persisted, as a share of what was sent; apart, the datagrams the kernel dropped because the agent's socket buffer was full (/proc/<pid>/net/udp drops; inputs.udp.read_buffer is capped by net.core.rmem_max) and the points the agent dropped because its queue was full (/stats dropped_points). Without -udp-rate the senders flood: the loss says how far past its capacity that is.
 - recovery: a backlog built with a flusher that never runs (huge batch_size and flush_interval), the agent SIGKILLed, restarted on a normal config and timed from exec until /ready answers 200, which it does once DuckDB holds the whole WAL.
 - The load generators run on the same machine as the agent and take CPU from it.
 `

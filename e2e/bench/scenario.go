@@ -62,6 +62,8 @@ type runResult struct {
 	PeakRSS     int64
 	DBBytes     int64
 	AgentDrops  uint64 // points the agent counted as dropped (UDP)
+	KernelDrops uint64 // UDP datagrams the kernel dropped on the agent's socket
+	Datagrams   int64  // UDP datagrams sent
 	BrokerDrops bool
 	Samples     []sample
 }
@@ -219,14 +221,14 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 		smp.stop()
 		return res, fmt.Errorf("%s: %w\nagent log:\n%s", sc.name(), err, a.logTail())
 	}
-	res.Sent, res.Latencies, res.Refused = sent.sent, sent.latencies, sent.refused
+	res.Sent, res.Latencies, res.Refused, res.Datagrams = sent.sent, sent.latencies, sent.refused, sent.datagrams
 
 	// Acknowledged: every point is durable in the WAL. UDP has no
 	// acknowledgement and may lose datagrams: wait until the count settles.
 	var ingestDone time.Time
 	var last agentStats
 	if sc.Input == "udp" {
-		last, ingestDone, err = waitSettled(ctx, a, 500*time.Millisecond)
+		last, ingestDone, res.KernelDrops, err = waitUDP(ctx, a, cfg.UDP, sent.datagrams)
 	} else {
 		last, ingestDone, err = waitPersisted(ctx, a, uint64(sent.sent))
 	}
@@ -295,6 +297,37 @@ func waitPersisted(ctx context.Context, a *agentProc, want uint64) (agentStats, 
 		select {
 		case <-ctx.Done():
 			return st, time.Time{}, fmt.Errorf("the agent persisted %d of %d points: %w", st.persisted(), want, ctx.Err())
+		case <-time.After(pollPeriod):
+		}
+	}
+}
+
+// waitUDP polls /stats until every datagram sent was either read by the
+// agent (/stats payloads) or dropped by the kernel on its full socket
+// (/proc/<pid>/net/udp), and every point read was settled. Without the
+// kernel's count it falls back to waiting for the counts to stop changing.
+func waitUDP(ctx context.Context, a *agentProc, port int, datagrams int64) (agentStats, time.Time, uint64, error) {
+	if _, err := udpDrops(a.pid(), port); err != nil {
+		st, at, err := waitSettled(ctx, a, 500*time.Millisecond)
+		return st, at, 0, err
+	}
+	for {
+		st, err := a.stats(ctx)
+		if err != nil {
+			return st, time.Time{}, 0, err
+		}
+		drops, err := udpDrops(a.pid(), port)
+		if err != nil {
+			return st, time.Time{}, 0, err
+		}
+		in := st.Inputs["udp"]
+		if int64(in.Payloads+drops) >= datagrams && in.PersistedPoints+in.DroppedPoints+in.RejectedPoints >= in.ReceivedPoints {
+			return st, time.Now(), drops, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, time.Time{}, drops, fmt.Errorf("UDP: %d datagrams sent, the agent read %d and the kernel dropped %d: %w",
+				datagrams, in.Payloads, drops, ctx.Err())
 		case <-time.After(pollPeriod):
 		}
 	}
@@ -427,7 +460,7 @@ func runRecovery(e env, sync string, series int, target int64) (res recoveryResu
 			case <-sendCtx.Done():
 				watchErr <- nil
 				return
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(100 * time.Millisecond):
 			}
 		}
 	}()
