@@ -770,7 +770,7 @@ type soak struct {
 
 func (s *soak) logf(format string, args ...any) {
 	s.t.Helper()
-	s.t.Logf("[%7s] %s", time.Since(s.began).Round(100*time.Millisecond), fmt.Sprintf(format, args...))
+	s.t.Logf("[%7s %s] %s", time.Since(s.began).Round(100*time.Millisecond), time.Now().UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 }
 
 type soakEvent int
@@ -1456,15 +1456,19 @@ func (s *soak) ledger() {
 
 	var unknownDL []string
 	nUnknownDL := 0
-	dl, err := db.Query(`SELECT source, origin, reason, payload FROM dead_letters`)
+	dlCopies := map[string][]string{} // token -> when and whence each copy was received
+	dl, err := db.Query(`SELECT source, origin, reason, payload, strftime(received, '%H:%M:%S.%f') FROM dead_letters`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for dl.Next() {
-		var source, origin, reason string
+		var source, origin, reason, received string
 		var payload []byte
-		if err := dl.Scan(&source, &origin, &reason, &payload); err != nil {
+		if err := dl.Scan(&source, &origin, &reason, &payload, &received); err != nil {
 			t.Fatal(err)
+		}
+		for _, m := range soakToken.FindAll(payload, 1) {
+			dlCopies[string(m)] = append(dlCopies[string(m)], received+" "+origin)
 		}
 		m := soakToken.FindAllSubmatch(payload, -1)
 		l := ld.byName[source]
@@ -1586,6 +1590,24 @@ func (s *soak) ledger() {
 				}
 			}
 			w("- position %d in %s: %s", r.pos, r.seg, strings.Join(desc, "; "))
+		}
+		w("")
+	}
+	var dups []string
+	for tok, copies := range dlCopies {
+		if len(copies) > 1 {
+			dups = append(dups, tok+": received "+strings.Join(copies, ", and "))
+		}
+	}
+	if len(dups) > 0 {
+		sort.Strings(dups)
+		w("Malformed input dead-lettered more than once (UTC receive times, then origin):")
+		for i, d := range dups {
+			if i == 15 {
+				w("- ... and %d more", len(dups)-15)
+				break
+			}
+			w("- %s", d)
 		}
 		w("")
 	}
