@@ -23,6 +23,9 @@ const (
 	columns        = 2
 )
 
+// rateWindow is the span, in seconds, each plotted rate is averaged over.
+const rateWindow = 1.0
+
 // Series colours.
 const (
 	colIngest = "#1f77b4"
@@ -30,8 +33,9 @@ const (
 	colRSS    = "#555555"
 )
 
-// writeSVG draws each panel's acknowledged and flushed points/s (left axis)
-// and the agent's RSS (right axis) over the seconds of the run.
+// writeSVG draws each panel's acknowledged and flushed points/s (left axis,
+// averaged over the last second) and the agent's RSS (right axis) over the
+// seconds of the run.
 func writeSVG(w io.Writer, title string, panels []panel) error {
 	rows := (len(panels) + columns - 1) / columns
 	width, height := columns*panelW, rows*panelH+60
@@ -42,12 +46,12 @@ func writeSVG(w io.Writer, title string, panels []panel) error {
 	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="15" font-weight="bold">%s</text>`+"\n", 10, html.EscapeString(title))
 	legendY := 40
 	legend := []struct{ col, label, dash string }{
-		{colIngest, "acknowledged points/s", ""},
-		{colDuckDB, "points/s into DuckDB", ""},
+		{colIngest, "acknowledged points/s (1 s average)", ""},
+		{colDuckDB, "points/s into DuckDB (1 s average)", ""},
 		{colRSS, "agent RSS MiB (right axis)", "4 3"},
 	}
 	for i, l := range legend {
-		x := 10 + i*220
+		x := 10 + i*300
 		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2" stroke-dasharray="%s"/>`, x, legendY-4, x+24, legendY-4, l.col, l.dash)
 		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+30, legendY, l.label)
 	}
@@ -74,17 +78,23 @@ func drawPanel(b *strings.Builder, x0, y0 int, p panel) {
 	tMax := niceCeil(p.Samples[len(p.Samples)-1].T)
 	var ingest, flushed [][2]float64
 	var rateMax, rssMax float64
+	j := 0
 	for i, s := range p.Samples {
 		rssMax = max(rssMax, float64(s.RSS)/(1<<20))
 		if i == 0 || !p.Rates {
 			continue
 		}
-		prev := p.Samples[i-1]
+		// Rates over the last rateWindow seconds: the flusher works in
+		// batches and samples arrive unevenly, so shorter windows are spikes.
+		for j+1 < i && s.T-p.Samples[j+1].T >= rateWindow {
+			j++
+		}
+		prev := p.Samples[j]
 		dt := s.T - prev.T
 		if dt <= 0 {
 			continue
 		}
-		mid := (s.T + prev.T) / 2
+		mid := s.T
 		ri := float64(s.Persisted-min(prev.Persisted, s.Persisted)) / dt
 		rf := float64(s.Flushed-min(prev.Flushed, s.Flushed)) / dt
 		ingest = append(ingest, [2]float64{mid, ri})

@@ -112,11 +112,15 @@ func startSampler(a *agentProc, start time.Time, period time.Duration) *sampler 
 	take := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
+		asked := time.Since(start)
 		st, err := a.stats(ctx)
 		if err != nil {
 			return
 		}
-		smp := sample{T: time.Since(start).Seconds(), Persisted: st.persisted(), Stored: st.StoredPoints,
+		// The agent read its counters somewhere between the question and
+		// the answer: the middle is the best guess.
+		at := (asked + time.Since(start)) / 2
+		smp := sample{T: at.Seconds(), Persisted: st.persisted(), Stored: st.StoredPoints,
 			Flushed: st.FlushedTotal, Backlog: st.BacklogBytes}
 		smp.RSS, _, _ = procMem(a.pid())
 		smp.CPU, _ = procCPU(a.pid())
