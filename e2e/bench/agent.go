@@ -29,7 +29,14 @@ func buildAgent(dir string) (string, error) {
 	bin := filepath.Join(dir, "fpagent")
 	ldflags := ""
 	if out, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output(); err == nil {
-		ldflags = "-X github.com/fpagent/fpagent/internal/version.Commit=" + strings.TrimSpace(string(out))
+		commit := strings.TrimSpace(string(out))
+		// Uncommitted changes to what goes into the binary make it another build.
+		dirty, err := exec.Command("git", "-C", root, "status", "--porcelain", "--",
+			"cmd", "inputs", "internal", "storage", "wal", "go.mod", "go.sum").Output()
+		if err == nil && len(bytes.TrimSpace(dirty)) > 0 {
+			commit += "-dirty"
+		}
+		ldflags = "-X github.com/fpagent/fpagent/internal/version.Commit=" + commit
 	}
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", bin, "./cmd/fpagent")
 	cmd.Dir = root
