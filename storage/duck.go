@@ -106,6 +106,7 @@ type seriesInfo struct {
 	types        map[string]Kind
 	typesChanged bool
 	typesGen     uint64
+	backwardsGen uint64 // the batch in which it went back in time, if any
 }
 
 // loadSeries reads every series and the newest timestamp stored; the

@@ -50,10 +50,11 @@ type flushBatch struct {
 	rejects    []Reject
 	records    int    // WAL records in the batch
 	lastPos    uint64 // the checkpoint this flush writes
-	// index finds earlier rows of this flush by (series, ts); built only
+	// backwards lists the series that went back in time within this flush:
+	// only their rows can hold a point written twice (see dedupe).
+	backwards []*seriesInfo
 	// when a series goes back in time within one flush.
-	index map[rewrite]int
-	raw   rawPoint
+	raw rawPoint
 }
 
 func (fb *flushBatch) reset(gen uint64) {
@@ -69,7 +70,7 @@ func (fb *flushBatch) reset(gen uint64) {
 	fb.types = fb.types[:0]
 	fb.rejects = fb.rejects[:0]
 	fb.records, fb.lastPos = 0, 0
-	fb.index = nil
+	fb.backwards = fb.backwards[:0]
 }
 
 // seriesTable is the flusher's view of the series table.
@@ -122,17 +123,10 @@ func (fb *flushBatch) addPoint(p *rawPoint, st *seriesTable) error {
 		fb.touched = append(fb.touched, s)
 	}
 	// A point at or before the newest one of its series in this flush may
-	// rewrite one of them: the later write wins.
-	if p.time <= s.batchMax {
-		if fb.index == nil {
-			fb.index = make(map[rewrite]int, len(fb.rows))
-			for i, r := range fb.rows {
-				fb.index[rewrite{r.series, r.ts}] = i
-			}
-		}
-		if i, ok := fb.index[rewrite{s.id, p.time}]; ok {
-			fb.rows[i].dead = true
-		}
+	// rewrite one of them: dedupe sorts that out once the batch is built.
+	if p.time <= s.batchMax && s.backwardsGen != fb.gen {
+		s.backwardsGen = fb.gen
+		fb.backwards = append(fb.backwards, s)
 	}
 	// A point at or before the newest one already in DuckDB may rewrite a
 	// stored point: it is removed in the flush transaction first.
@@ -148,9 +142,6 @@ func (fb *flushBatch) addPoint(p *rawPoint, st *seriesTable) error {
 		fb.retyped = append(fb.retyped, s)
 	}
 	fields := span{start, len(fb.arena)}
-	if fb.index != nil {
-		fb.index[rewrite{s.id, p.time}] = len(fb.rows)
-	}
 	fb.rows = append(fb.rows, row{ts: p.time, series: s.id, fields: fields})
 	s.batchMax = max(s.batchMax, p.time)
 
@@ -213,6 +204,41 @@ func appendRecordJSON(dst []byte, s *seriesInfo, fields []byte, ts int64) []byte
 	dst = append(dst, `,"time":"`...)
 	dst = time.Unix(0, ts).UTC().AppendFormat(dst, time.RFC3339Nano)
 	return append(dst, `"}`...)
+}
+
+// dedupe marks dead every row that a later row of the same series and time
+// rewrites (the later write wins). Only series that went back in time
+// within the batch can have such rows, so only their rows are sorted.
+func (fb *flushBatch) dedupe() {
+	if len(fb.backwards) == 0 {
+		return
+	}
+	flagged := make(map[uint32]bool, len(fb.backwards))
+	for _, s := range fb.backwards {
+		flagged[s.id] = true
+	}
+	var idx []int
+	for i := range fb.rows {
+		if flagged[fb.rows[i].series] {
+			idx = append(idx, i)
+		}
+	}
+	sort.Slice(idx, func(a, b int) bool {
+		ra, rb := &fb.rows[idx[a]], &fb.rows[idx[b]]
+		if ra.series != rb.series {
+			return ra.series < rb.series
+		}
+		if ra.ts != rb.ts {
+			return ra.ts < rb.ts
+		}
+		return idx[a] < idx[b]
+	})
+	for k := 0; k+1 < len(idx); k++ {
+		r, next := &fb.rows[idx[k]], &fb.rows[idx[k+1]]
+		if r.series == next.series && r.ts == next.ts {
+			r.dead = true
+		}
+	}
 }
 
 // seriesTypes is a series' field types to write with a flush: a snapshot,

@@ -657,6 +657,7 @@ func (s *Store) build(fb *flushBatch, gen uint64, r *wal.Reader, st *seriesTable
 			fb.records++
 		}
 	}
+	fb.dedupe()
 	fb.snapshotTypes()
 	// The next transaction is built before this one commits: it must see
 	// this one's points as stored already, or a rewrite of one of them would

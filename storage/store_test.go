@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -392,4 +393,49 @@ func TestFieldTypes(t *testing.T) {
 	mustStore(t, s, Point{Measurement: "m", Fields: []Field{{"f", FloatValue(2)}}, Time: 3})
 	mustFlush(t, s)
 	check("after a restart")
+}
+
+// TestRewritesInOneFlush writes points in random order with many rewrites
+// within one flush and across flushes: one row per (key, time) remains,
+// holding the last write.
+func TestRewritesInOneFlush(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	waitReady(t, s)
+	rng := rand.New(rand.NewPCG(1, 2))
+	last := map[[2]int]int{}
+	for round := range 3 {
+		var pts []Point
+		for i := range 3000 {
+			k, ts := rng.IntN(20), rng.IntN(200)
+			v := round*100000 + i
+			last[[2]int{k, ts}] = v
+			pts = append(pts, pt(fmt.Sprintf("m,k=%d", k), int64(ts), float64(v)))
+		}
+		for i := 0; i < len(pts); i += 500 {
+			mustStore(t, s, pts[i:i+500]...)
+		}
+		mustFlush(t, s)
+	}
+	rows, err := s.DB().Query(`SELECT (tags->>'k')::INT, epoch_ns(ts), (fields->>'v')::DOUBLE FROM readings`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var k, ts int
+		var v float64
+		if err := rows.Scan(&k, &ts, &v); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if want, ok := last[[2]int{k, ts}]; !ok || int(v) != want {
+			t.Fatalf("k=%d ts=%d holds %v, want the last write %d", k, ts, v, want)
+		}
+	}
+	if n != len(last) {
+		t.Fatalf("%d rows for %d distinct points", n, len(last))
+	}
 }
