@@ -104,6 +104,11 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
+	for n, want := range map[size]string{1 << 30: "1GiB", 256 << 20: "256MiB", 3 << 29: "1536MiB", 1000: "1000", 0: "0"} {
+		if got := n.String(); got != want {
+			t.Errorf("size(%d).String() = %q, want %q", int64(n), got, want)
+		}
+	}
 	for _, bad := range []string{"", "GiB", "-1MiB", "1TiB", "ten"} {
 		if got, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) = %d, want an error", bad, got)

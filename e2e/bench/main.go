@@ -48,7 +48,18 @@ type options struct {
 // size is a byte count flag: 1GiB, 256MiB, 64KiB, 1GB, 500MB or bytes.
 type size int64
 
-func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+func (s *size) String() string {
+	n := int64(*s)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (s *size) Set(v string) error {
 	n, err := parseSize(v)
@@ -96,7 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.tcpBatch, "tcp-batch", 700, "lines per TCP write (700 lines are about 64 KiB)")
 	fs.IntVar(&o.httpBatch, "http-batch", 5000, "lines per HTTP request body")
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
-	fs.Var(&o.recoveryBytes, "recovery-bytes", "WAL backlog to recover after kill -9, e.g. 1GiB (0: skip the recovery runs) (default 256MiB)")
+	fs.Var(&o.recoveryBytes, "recovery-bytes", "WAL backlog to recover after kill -9, e.g. 1GiB (0: skip the recovery runs)")
 	fs.StringVar(&o.brokerConf, "broker-conf", "", `more mosquitto.conf lines, separated by ";" (e.g. "max_inflight_messages 1000"); the table says so`)
 	fs.StringVar(&o.publisher, "publisher", "raw", "MQTT publisher: raw (a lean MQTT 3.1.1 QoS 1 publisher, little CPU taken from the agent) or paho")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
