@@ -380,7 +380,7 @@ func (s *Store) kickFlusher() {
 // Get returns the latest JSON record for key: from the cache, or from
 // DuckDB's latest table for a key the cache does not hold.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, bool, error) {
-	if rec, ok := s.cache.get(nil, key); ok {
+	if rec, ok := s.cache.get(make([]byte, 0, 256), key); ok {
 		return rec, true, nil
 	}
 	// Until recovery is done, or while an evicted record is still only in
@@ -389,7 +389,7 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		if err := s.ForceFlush(ctx); err != nil {
 			return nil, false, fmt.Errorf("get %q: %w", key, err)
 		}
-		if rec, ok := s.cache.get(nil, key); ok {
+		if rec, ok := s.cache.get(make([]byte, 0, 256), key); ok {
 			return rec, true, nil
 		}
 	}
