@@ -39,6 +39,7 @@ var schema = []string{
 		ts     TIMESTAMP_NS NOT NULL,
 		record JSON NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS dead_letters (
+		id       UBIGINT NOT NULL,
 		received TIMESTAMP_NS NOT NULL,
 		source   VARCHAR NOT NULL,
 		origin   VARCHAR NOT NULL,
@@ -181,6 +182,7 @@ func newWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 	for _, stmt := range []string{
 		`CREATE TEMP TABLE IF NOT EXISTS latest_stage (key VARCHAR, ts TIMESTAMP_NS, record VARCHAR)`,
 		`CREATE TEMP TABLE IF NOT EXISTS rewrite_stage (series_id UINTEGER, ts TIMESTAMP_NS)`,
+		`CREATE TEMP TABLE IF NOT EXISTS dead_stage (id UBIGINT)`,
 	} {
 		if _, err := conn.ExecContext(ctx, stmt); err != nil {
 			conn.Close()
@@ -226,6 +228,14 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 	if err := w.conn.Raw(func(dc any) error { return appendPoints(dc.(driver.Conn), fb) }); err != nil {
 		return err
 	}
+	if len(fb.rejects) > 0 {
+		if _, err := w.conn.ExecContext(ctx, `DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_stage)`); err != nil {
+			return fmt.Errorf("remove dead letters stored before: %w", err)
+		}
+		if err := w.conn.Raw(func(dc any) error { return appendDeadLetters(dc.(driver.Conn), fb) }); err != nil {
+			return err
+		}
+	}
 	if len(fb.latest) > 0 {
 		if _, err := w.conn.ExecContext(ctx, `INSERT INTO latest
 			SELECT key, ts, record::JSON FROM latest_stage WHERE true
@@ -234,7 +244,7 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 			return fmt.Errorf("update latest: %w", err)
 		}
 	}
-	for _, stmt := range []string{`DELETE FROM latest_stage`, `DELETE FROM rewrite_stage`} {
+	for _, stmt := range []string{`DELETE FROM latest_stage`, `DELETE FROM rewrite_stage`, `DELETE FROM dead_stage`} {
 		if _, err := w.conn.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("clear flush staging: %w", err)
 		}
@@ -312,17 +322,37 @@ func (w *writer) appendAll(conn driver.Conn, fb *flushBatch) error {
 		}
 	}
 	if len(fb.rejects) > 0 {
-		err := withAppender(conn, "dead_letters", func(a *duckdb.Appender) error {
-			for _, r := range fb.rejects {
-				if err := a.AppendRow(time.Unix(0, r.Time).UTC(), r.Source, r.Origin, int32(min(r.Line, math.MaxInt32)), r.Reason, r.Payload); err != nil {
+		err := withAppender(conn, "dead_stage", func(a *duckdb.Appender) error {
+			for i := range fb.rejects {
+				if err := a.AppendRow(fb.rejectIDs[i]); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("append dead letters: %w", err)
+			return fmt.Errorf("stage dead letters: %w", err)
 		}
+	}
+	return nil
+}
+
+// appendDeadLetters appends the batch's rejects, after the removal of the
+// same rejects stored before (a redelivered MQTT message, say).
+func appendDeadLetters(conn driver.Conn, fb *flushBatch) error {
+	err := withAppender(conn, "dead_letters", func(a *duckdb.Appender) error {
+		for i, r := range fb.rejects {
+			if fb.rejectIDs[i] == 0 {
+				continue // a later copy in this batch replaces it
+			}
+			if err := a.AppendRow(fb.rejectIDs[i], time.Unix(0, r.Time).UTC(), r.Source, r.Origin, int32(min(r.Line, math.MaxInt32)), r.Reason, r.Payload); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append dead letters: %w", err)
 	}
 	return nil
 }

@@ -3,8 +3,10 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -48,8 +50,9 @@ type flushBatch struct {
 	retyped    []*seriesInfo // series whose field types changed in this batch
 	types      []seriesTypes // their field types, as of the end of the batch
 	rejects    []Reject
-	records    int    // WAL records in the batch
-	lastPos    uint64 // the checkpoint this flush writes
+	rejectIDs  []uint64 // identity of each reject; 0 where a later one replaces it
+	records    int      // WAL records in the batch
+	lastPos    uint64   // the checkpoint this flush writes
 	// backwards lists the series that went back in time within this flush:
 	// only their rows can hold a point written twice (see dedupe).
 	backwards []*seriesInfo
@@ -69,6 +72,7 @@ func (fb *flushBatch) reset(gen uint64) {
 	fb.retyped = fb.retyped[:0]
 	fb.types = fb.types[:0]
 	fb.rejects = fb.rejects[:0]
+	fb.rejectIDs = fb.rejectIDs[:0]
 	fb.records, fb.lastPos = 0, 0
 	fb.backwards = fb.backwards[:0]
 }
@@ -238,6 +242,36 @@ func (fb *flushBatch) dedupe() {
 		if r.series == next.series && r.ts == next.ts {
 			r.dead = true
 		}
+	}
+}
+
+// rejectID is the identity of a dead letter: the same input from the same
+// origin is the same dead letter, as a point is the same point. A message the
+// broker delivers again after a lost acknowledgement is then kept once. Zero
+// is reserved.
+func rejectID(r *Reject) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(r.Source))
+	h.Write([]byte{0})
+	h.Write([]byte(r.Origin))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.Itoa(r.Line)))
+	h.Write([]byte{0})
+	h.Write(r.Payload)
+	return max(h.Sum64(), 1)
+}
+
+// identifyRejects computes the rejects' identities; within the batch the
+// last copy of a dead letter wins.
+func (fb *flushBatch) identifyRejects() {
+	last := make(map[uint64]int, len(fb.rejects))
+	for i := range fb.rejects {
+		id := rejectID(&fb.rejects[i])
+		if j, ok := last[id]; ok {
+			fb.rejectIDs[j] = 0
+		}
+		last[id] = i
+		fb.rejectIDs = append(fb.rejectIDs, id)
 	}
 }
 

@@ -658,6 +658,7 @@ func (s *Store) build(fb *flushBatch, gen uint64, r *wal.Reader, st *seriesTable
 		}
 	}
 	fb.dedupe()
+	fb.identifyRejects()
 	fb.snapshotTypes()
 	// The next transaction is built before this one commits: it must see
 	// this one's points as stored already, or a rewrite of one of them would

@@ -439,3 +439,31 @@ func TestRewritesInOneFlush(t *testing.T) {
 		t.Fatalf("%d rows for %d distinct points", n, len(last))
 	}
 }
+
+// TestDeadLetterRedeliveredOnce: the same rejected input from the same
+// origin (an MQTT message the broker delivers again after a lost ack) is one
+// dead letter, within a flush and across flushes; different input is not.
+func TestDeadLetterRedeliveredOnce(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	bad := func(payload string, at int64) Reject {
+		return Reject{Time: at, Source: "mqtt", Origin: "sensors/a", Reason: "invalid JSON", Payload: []byte(payload)}
+	}
+	ctx := context.Background()
+	for _, b := range []*Batch{
+		{Rejects: []Reject{bad("{oops", 1), bad("{oops", 2)}},
+		{Rejects: []Reject{bad("{oops", 3), bad("{other", 3)}},
+	} {
+		if err := s.WriteBatch(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		mustFlush(t, s)
+	}
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM dead_letters`); n != 2 {
+		t.Fatalf("dead letters: %d rows, want 2 (one per distinct input)", n)
+	}
+	if n := queryInt(t, s.DB(), `SELECT epoch_ns(received) FROM dead_letters WHERE payload = '{oops'::BLOB`); n != 3 {
+		t.Fatalf("the redelivered dead letter holds receive time %d, want the last, 3", n)
+	}
+}
