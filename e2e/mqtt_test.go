@@ -361,12 +361,16 @@ func TestMQTTBadMessages(t *testing.T) {
 		payload []byte
 	}
 	var msgs []msg
-	badKinds := []msg{
-		{"bad/js/s1", []byte(`{"v": 1, "t": `)},                                      // invalid JSON
-		{"bad/lp", []byte("badlp v=\n")},                                             // invalid line protocol
-		{"bad/lp", []byte{0x00, 0xff, 0xfe, 0x80, 0x01}},                             // binary
-		{"bad/lp", append([]byte("badlp v=1 "), bytes.Repeat([]byte("9"), 2048)...)}, // over 1KiB
-		{"bad/js/s1", []byte(`{"v": 1, "t": "not a number"}`)},                       // wrong type
+	// Every bad message is distinct: identical input from one topic is one
+	// dead letter (a redelivery), see storage's dead-letter identity.
+	badKinds := []func(i int) msg{
+		func(i int) msg { return msg{"bad/js/s1", []byte(fmt.Sprintf(`{"v": %d, "t": `, i))} },          // invalid JSON
+		func(i int) msg { return msg{"bad/lp", []byte(fmt.Sprintf("badlp,n=%d v=\n", i))} },             // invalid line protocol
+		func(i int) msg { return msg{"bad/lp", []byte{0x00, 0xff, 0xfe, 0x80, byte(i), byte(i >> 8)}} }, // binary
+		func(i int) msg {
+			return msg{"bad/lp", append([]byte(fmt.Sprintf("badlp,n=%d v=1 ", i)), bytes.Repeat([]byte("9"), 2048)...)}
+		}, // over 1KiB
+		func(i int) msg { return msg{"bad/js/s1", []byte(fmt.Sprintf(`{"v": %d, "t": "not a number"}`, i))} }, // wrong type
 	}
 	for i := 0; i < good; i++ {
 		if i%2 == 0 {
@@ -375,7 +379,7 @@ func TestMQTTBadMessages(t *testing.T) {
 			msgs = append(msgs, msg{"bad/js/s" + fmt.Sprint(i%3), []byte(fmt.Sprintf(`{"v": %d, "t": %d}`, i, baseTime+i))})
 		}
 		if i%10 == 9 {
-			msgs = append(msgs, badKinds[(i/10)%len(badKinds)])
+			msgs = append(msgs, badKinds[(i/10)%len(badKinds)](i))
 		}
 	}
 	for start := 0; start < len(msgs); start += 1000 {
