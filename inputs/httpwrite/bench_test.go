@@ -2,8 +2,6 @@ package httpwrite
 
 import (
 	"bytes"
-	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -11,32 +9,20 @@ import (
 	"testing"
 
 	"github.com/fpagent/fpagent/inputs"
-	"github.com/fpagent/fpagent/storage"
+	"github.com/fpagent/fpagent/inputs/sinktest"
 )
-
-type countSink struct{ points atomic.Int64 }
-
-func (s *countSink) WriteBatch(_ context.Context, b *storage.Batch) error {
-	s.points.Add(int64(len(b.Points)))
-	return nil
-}
 
 // BenchmarkWrite posts 5000-line bodies of 94-byte lines from 4 clients and
 // reports points per second answered 204; the sink stores nothing.
 func BenchmarkWrite(b *testing.B) {
-	var buf bytes.Buffer
 	const lines = 5000
-	for i := 0; i < lines; i++ {
-		fmt.Fprintf(&buf, "cpu,host=server%03d,region=us-west,dc=dc1 usage_user=12.5,usage_system=3.2,usage_idle=84.3 %d\n",
-			i%1000, 1700000000000000000+int64(i))
-	}
-	h, err := NewHandler(Options{}, new(countSink), new(inputs.Counters), nil)
+	body := sinktest.BenchLines(lines)
+	h, err := NewHandler(Options{}, new(sinktest.Counter), new(inputs.Counters), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	body := buf.Bytes()
 	b.SetBytes(int64(len(body)))
 	var next atomic.Int64
 	var wg sync.WaitGroup
