@@ -73,21 +73,8 @@ func TestProcessSignalsAndNotify(t *testing.T) {
 	text := cfgText("info")
 	cfgPath := writeFile(t, dir, "agent.yaml", text)
 
-	cmd := exec.Command(os.Args[0], "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "FPAGENT_TEST_MAIN=1", "NOTIFY_SOCKET="+sock)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, lines := startAgentProcess(t, cfgPath, sock)
 	defer cmd.Process.Kill()
-	lines := make(chan string, 256)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 	waitFor := func(ch <-chan string, what string) string {
 		t.Helper()
 		timeout := time.After(20 * time.Second)
@@ -150,21 +137,8 @@ func TestSecondSignalKills(t *testing.T) {
 	cfgPath := writeFile(t, dir, "agent.yaml", fmt.Sprintf(
 		"data_dir: %s\nadmin: {listen: %s, query_timeout: 30s}\ninputs:\n  http: {enabled: false}\n  tcp: {enabled: false}\n  udp: {enabled: false}\n",
 		filepath.Join(dir, "data"), admin))
-	cmd := exec.Command(os.Args[0], "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "FPAGENT_TEST_MAIN=1", "NOTIFY_SOCKET=")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, lines := startAgentProcess(t, cfgPath, "")
 	defer cmd.Process.Kill()
-	lines := make(chan string, 256)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 	wait := func(what string) {
 		t.Helper()
 		timeout := time.After(20 * time.Second)
@@ -214,4 +188,25 @@ func TestSecondSignalKills(t *testing.T) {
 	if el := time.Since(start); el > 4*time.Second {
 		t.Fatalf("took %s to die after the second signal", el)
 	}
+}
+
+// startAgentProcess runs this test binary as the agent on cfgPath, with
+// NOTIFY_SOCKET set to sock, and streams its stderr lines.
+func startAgentProcess(t *testing.T, cfgPath, sock string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-config", cfgPath)
+	cmd.Env = append(os.Environ(), "FPAGENT_TEST_MAIN=1", "NOTIFY_SOCKET="+sock)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 256)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return cmd, lines
 }
