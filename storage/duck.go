@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
@@ -58,11 +60,8 @@ var schema = []string{
 
 // openDuckDB opens the database file with the edge-friendly limits applied to
 // every connection, creates the schema, and returns the pool.
-func openDuckDB(path string, memoryLimit string, threads int) (*sql.DB, error) {
+func openDuckDB(path string, memoryLimit string, threads int, exportDir string) (*sql.DB, error) {
 	q := url.Values{}
-	// Nothing in the agent reads or writes files through SQL: closing that
-	// door is a last guard behind the admin API's read-only query checks.
-	q.Set("enable_external_access", "false")
 	if memoryLimit != "" {
 		q.Set("memory_limit", memoryLimit)
 	}
@@ -78,13 +77,40 @@ func openDuckDB(path string, memoryLimit string, threads int) (*sql.DB, error) {
 		return nil, fmt.Errorf("open DuckDB database %s: %w", path, err)
 	}
 	db := sql.OpenDB(connector)
-	for _, stmt := range schema {
+	// Nothing in the agent reads or writes files through SQL but Export:
+	// closing that door, except for the export directory, is a last guard
+	// behind the admin API's read-only query checks. Both settings are
+	// global and the second cannot be undone.
+	setup := []string{}
+	if exportDir != "" {
+		abs, err := filepath.Abs(exportDir)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("export directory %s: %w", exportDir, err)
+		}
+		setup = append(setup, fmt.Sprintf("SET allowed_directories = ['%s/']", strings.ReplaceAll(filepath.Clean(abs), "'", "''")))
+	}
+	setup = append(setup, "SET enable_external_access = false")
+	for _, stmt := range append(setup, schema...) {
 		if _, err := db.Exec(stmt); err != nil {
 			db.Close()
-			return nil, fmt.Errorf("create DuckDB schema in %s: %w", path, err)
+			return nil, fmt.Errorf("set up DuckDB database %s (%s): %w", path, firstLine(stmt), err)
 		}
 	}
+	var external bool
+	if err := db.QueryRow(`SELECT current_setting('enable_external_access')`).Scan(&external); err != nil || external {
+		db.Close()
+		return nil, fmt.Errorf("DuckDB database %s: external access is still on (%v); refusing to serve SQL", path, err)
+	}
 	return db, nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
 }
 
 // seriesInfo is what the flusher knows of one series.

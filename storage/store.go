@@ -47,6 +47,9 @@ type Config struct {
 	Threads       int            // DuckDB threads; default 2
 	Logger        *slog.Logger   // nil: discard
 	Registerer    prometheus.Registerer
+	Feeds         []FeedConfig // readers of the WAL besides the flusher (outputs)
+	CursorDir     string       // where feeds keep their cursors; default <parent of BaseDir>/outputs
+	ExportDir     string       // where Export writes Parquet files; "" = no export
 
 	// flushHook, when set (tests only), runs before each flush transaction;
 	// an error fails the flush as DuckDB would.
@@ -108,6 +111,7 @@ type Store struct {
 	wal    *wal.Log
 	db     *sql.DB
 	cache  *cache
+	feeds  []*Feed
 
 	// inflight counts stores under way, so Close waits for them.
 	inflight sync.WaitGroup
@@ -127,8 +131,9 @@ type Store struct {
 	flushed     chan struct{}
 	lastFlush   flushResult
 	flushErr    error
-	pendingPts  atomic.Int64 // readings stored since the last flush started
-	seriesCount atomic.Int64 // series the flusher knows, set as it creates them
+	moved       chan struct{} // closed and replaced when a feed's cursor moves
+	pendingPts  atomic.Int64  // readings stored since the last flush started
+	seriesCount atomic.Int64  // series the flusher knows, set as it creates them
 	ages        ageTrack
 	counters    counters
 	recoveredAt time.Time
@@ -173,7 +178,7 @@ func Open(dbPath string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open WAL: %w", err)
 	}
-	db, err := openDuckDB(dbPath, cfg.MemoryLimit, cfg.Threads)
+	db, err := openDuckDB(dbPath, cfg.MemoryLimit, cfg.Threads, cfg.ExportDir)
 	if err != nil {
 		log.Close()
 		return nil, err
@@ -189,16 +194,26 @@ func Open(dbPath string, cfg Config) (*Store, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		flushed: make(chan struct{}),
+		moved:   make(chan struct{}),
 	}
 	ctx := context.Background()
 	cp, err := readCheckpoint(ctx, db)
-	if err == nil && uint64(log.LastPosition()) < cp {
-		// DuckDB has records the WAL lost (sync=none and a power loss):
-		// never hand out their positions again, or the flusher would skip
-		// the new records as already flushed.
-		s.log.Warn("WAL ends before the DuckDB checkpoint; continuing after the checkpoint",
-			"wal_last_position", log.LastPosition(), "checkpoint", cp)
-		err = log.AdvanceTo(wal.Position(cp))
+	if err == nil {
+		err = s.openFeeds()
+	}
+	if err == nil {
+		// DuckDB or an output has records the WAL lost (sync=none and a
+		// power loss): never hand out their positions again, or the new
+		// records would be skipped as already flushed or sent.
+		ahead := cp
+		for _, f := range s.feeds {
+			ahead = max(ahead, f.cursor.Load())
+		}
+		if uint64(log.LastPosition()) < ahead {
+			s.log.Warn("WAL ends before the DuckDB checkpoint or an output's cursor; continuing after it",
+				"wal_last_position", log.LastPosition(), "checkpoint", cp, "continue_after", ahead)
+			err = log.AdvanceTo(wal.Position(ahead))
+		}
 	}
 	if err != nil {
 		db.Close()
@@ -259,6 +274,17 @@ var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); retur
 // sync policy, puts the points in the cache, and returns. On error nothing of
 // b was stored. It normalizes b's points in place. It does not keep b.
 func (s *Store) WriteBatch(ctx context.Context, b *Batch) error {
+	return s.writeBatch(ctx, b, true)
+}
+
+// DeadLetter stores rejects for the dead-letter table without waiting for
+// room under the disk budget: an output over its budget must still be able
+// to set aside what the remote side refused, or it could never catch up.
+func (s *Store) DeadLetter(ctx context.Context, rejects []Reject) error {
+	return s.writeBatch(ctx, &Batch{Source: "output", Rejects: rejects}, false)
+}
+
+func (s *Store) writeBatch(ctx context.Context, b *Batch, wait bool) error {
 	if len(b.Points) == 0 && len(b.Rejects) == 0 {
 		return nil
 	}
@@ -278,8 +304,10 @@ func (s *Store) WriteBatch(ctx context.Context, b *Batch) error {
 		}
 		p.Normalize()
 	}
-	if err := s.waitForRoom(ctx); err != nil {
-		return err
+	if wait {
+		if err := s.waitForRoom(ctx); err != nil {
+			return err
+		}
 	}
 	bufp := encodeBufs.Get().(*[]byte)
 	rec := encodeBatch((*bufp)[:0], b)
@@ -342,7 +370,16 @@ func (s *Store) waitForRoom(ctx context.Context) error {
 	var deadline <-chan time.Time
 	for {
 		_, backlog := s.wal.Behind(wal.Position(s.checkpoint.Load()))
-		if backlog < s.cfg.DiskBudget {
+		reason := ""
+		if backlog >= s.cfg.DiskBudget {
+			reason = fmt.Sprintf("unflushed data (%d bytes) reached disk_budget (%d bytes)", backlog, s.cfg.DiskBudget)
+		}
+		for _, f := range s.feeds {
+			if why := f.checkBudget(); why != "" && reason == "" {
+				reason = why
+			}
+		}
+		if reason == "" {
 			return nil
 		}
 		if deadline == nil {
@@ -352,16 +389,14 @@ func (s *Store) waitForRoom(ctx context.Context) error {
 			s.kickFlusher()
 		}
 		s.flushMu.Lock()
-		ch := s.flushed
+		ch, moved := s.flushed, s.moved
 		s.flushMu.Unlock()
 		select {
 		case <-ch:
+		case <-moved:
 		case <-deadline:
 			s.counters.backpressure.Add(1)
-			return &BackpressureError{
-				Reason:     fmt.Sprintf("unflushed data (%d bytes) reached disk_budget (%d bytes)", backlog, s.cfg.DiskBudget),
-				RetryAfter: time.Second,
-			}
+			return &BackpressureError{Reason: reason, RetryAfter: time.Second}
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.stop:
@@ -703,7 +738,16 @@ func (s *Store) flushDone(err error) error {
 	return err
 }
 
-// removeCovered deletes the WAL segments DuckDB has everything of.
+// feedMoved wakes the stores waiting for a feed to catch up.
+func (s *Store) feedMoved() {
+	s.flushMu.Lock()
+	close(s.moved)
+	s.moved = make(chan struct{})
+	s.flushMu.Unlock()
+}
+
+// removeCovered deletes the WAL segments that DuckDB and every feed have
+// everything of.
 func (s *Store) removeCovered(final bool) {
 	cp := wal.Position(s.checkpoint.Load())
 	if final && cp >= s.wal.LastPosition() {
@@ -711,6 +755,9 @@ func (s *Store) removeCovered(final bool) {
 		if err := s.wal.Rotate(); err != nil {
 			s.log.Warn("sealing the active WAL segment failed", "error", err)
 		}
+	}
+	for _, f := range s.feeds {
+		cp = min(cp, f.Cursor())
 	}
 	if _, err := s.wal.RemoveBefore(cp + 1); err != nil {
 		s.log.Warn("removing flushed WAL segments failed; retried after the next flush", "error", err)

@@ -634,6 +634,31 @@ func (l *Log) Behind(pos Position) (records uint64, bytes int64) {
 	return records, bytes
 }
 
+// SkipTo is for a consumer at pos that may keep at most maxBytes of segment
+// files behind it: it returns the position to move to so that it does,
+// skipping the oldest whole segments (pos itself when it is within budget).
+// The active segment is never skipped, whatever its size.
+func (l *Log) SkipTo(pos Position, maxBytes int64) Position {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var kept int64
+	for i := len(l.segs) - 1; i >= 0; i-- {
+		s := l.segs[i]
+		if s.records == 0 || s.last <= pos {
+			continue
+		}
+		n := s.size - segmentHeaderSize
+		if s.firstRec <= pos {
+			n = s.size - s.offsetOf(pos+1)
+		}
+		if kept+n > maxBytes && s != l.activeSeg {
+			return max(pos, s.last)
+		}
+		kept += n
+	}
+	return pos
+}
+
 // Stats returns the log's figures.
 func (l *Log) Stats() Stats {
 	l.mu.Lock()

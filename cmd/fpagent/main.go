@@ -25,6 +25,7 @@ Usage:
   fpagent [-config FILE]              run the agent (no -config: safe defaults, data in ./fpagent-data)
   fpagent check [-config FILE]        validate a config file and print the effective configuration
   fpagent query [flags] "SQL"         run a read-only SQL query against the running agent
+  fpagent export [flags]              write history to Parquet, one file per UTC day (via the running agent)
   fpagent wal verify DIR              read a WAL directory offline and report records and damage
   fpagent demo [-dir DIR]             the fast_persist demo: write, flush, reopen, verify
   fpagent version                     print the version, commit, build date, Go and DuckDB versions
@@ -47,6 +48,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 			return cmdQuery(args[1:], stdout, stderr)
 		case "wal":
 			return cmdWAL(args[1:], stdout, stderr)
+		case "export":
+			return cmdExport(args[1:], stdout, stderr)
 		case "demo":
 			return cmdDemo(args[1:], stdout, stderr)
 		case "version":

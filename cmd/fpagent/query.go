@@ -39,23 +39,9 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fpagent query: -format %q is not table, csv or json\n", *format)
 		return exitUsage
 	}
-	cfg := config.Default()
-	if *cfgPath != "" {
-		c, err := config.Load(*cfgPath)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return exitUsage
-		}
-		cfg = c
-	}
-	if *addr == "" {
-		*addr = cfg.Admin.Listen
-	}
-	if *token == "" {
-		*token = os.Getenv("FPAGENT_ADMIN_TOKEN")
-	}
-	if *token == "" {
-		*token = cfg.Admin.Token
+	if err := resolveAdmin(*cfgPath, addr, token); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
 	}
 	wire := "json"
 	if *format == "csv" {
@@ -102,6 +88,29 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, note)
 	return exitOK
+}
+
+// resolveAdmin fills in the admin API address and token the flags left
+// empty: from the config file, $FPAGENT_ADMIN_TOKEN, or the defaults.
+func resolveAdmin(cfgPath string, addr, token *string) error {
+	cfg := config.Default()
+	if cfgPath != "" {
+		c, err := config.Load(cfgPath)
+		if err != nil {
+			return err
+		}
+		cfg = c
+	}
+	if *addr == "" {
+		*addr = cfg.Admin.Listen
+	}
+	if *token == "" {
+		*token = os.Getenv("FPAGENT_ADMIN_TOKEN")
+	}
+	if *token == "" {
+		*token = cfg.Admin.Token
+	}
+	return nil
 }
 
 // call POSTs body (JSON) to u and returns the answer of a 200, or an error

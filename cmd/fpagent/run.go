@@ -20,6 +20,7 @@ import (
 	"github.com/fpagent/fpagent/inputs"
 	"github.com/fpagent/fpagent/internal/admin"
 	"github.com/fpagent/fpagent/internal/config"
+	"github.com/fpagent/fpagent/internal/outputs"
 	"github.com/fpagent/fpagent/internal/sdnotify"
 	"github.com/fpagent/fpagent/internal/version"
 	"github.com/fpagent/fpagent/storage"
@@ -77,6 +78,8 @@ type agent struct {
 	store     *storage.Store
 	counters  *inputs.Registry
 	inputs    []namedInput
+	outputs   []*outputs.Forwarder
+	stopDaily chan struct{}
 	adminSrv  *http.Server
 	admin     *admin.Server
 	adminAddr string      // where the admin API listens
@@ -122,6 +125,11 @@ func (a *agent) ready() (bool, string) {
 			continue
 		}
 		if ok, why := in.ready(); !ok {
+			return false, why
+		}
+	}
+	for _, o := range a.outputs {
+		if ok, why := o.Healthy(); !ok {
 			return false, why
 		}
 	}
@@ -206,9 +214,13 @@ func (a *agent) start() (int, error) {
 	srv, err := admin.New(admin.Options{
 		Logger: a.log.With("component", "admin"), Version: version.Get(), Started: a.startAt,
 		Token: cfg.Admin.Token, Records: store, DB: store.DB(),
-		Stats:  func() any { return store.Stats() },
-		Inputs: func() any { return a.counters.Snapshot() },
-		Ready:  a.ready, Gatherer: reg, Register: reg, Flush: store.ForceFlush,
+		Stats:   func() any { return store.Stats() },
+		Inputs:  func() any { return a.counters.Snapshot() },
+		Outputs: func() any { return outputStats(a.outputs) },
+		Export: func(ctx context.Context, from, to time.Time) (any, error) {
+			return store.Export(ctx, from, to)
+		},
+		Ready: a.ready, Gatherer: reg, Register: reg, Flush: store.ForceFlush,
 		QueryMaxRows: cfg.Admin.QueryMaxRows, QueryTimeout: cfg.Admin.QueryTimeout.D(),
 		MaxConcurrentQueries: cfg.Admin.MaxConcurrentQueries,
 	})
@@ -232,6 +244,23 @@ func (a *agent) start() (int, error) {
 			a.log.Error("admin API stopped", "err", err)
 		}
 	}()
+
+	a.status("starting outputs")
+	fwds, err := buildOutputs(cfg, store, a.log)
+	if err != nil {
+		return exitUsage, err
+	}
+	if err := reg.Register(outputs.NewCollector(fwds)); err != nil {
+		return exitFailure, fmt.Errorf("register output metrics: %w", err)
+	}
+	for _, f := range fwds {
+		f.Start()
+		a.outputs = append(a.outputs, f)
+	}
+	if cfg.Export.Daily {
+		a.stopDaily = make(chan struct{})
+		go exportDaily(store, cfg.ExportDir(), a.log.With("component", "export"), a.stopDaily)
+	}
 
 	a.status("starting inputs")
 	ins, err := buildInputs(cfg, store, a.counters, a.log)
@@ -313,6 +342,18 @@ func (a *agent) shutdown() bool {
 			continue
 		}
 		a.log.Info("input stopped", "input", in.name, "took", since(t))
+	}
+	for _, o := range a.outputs {
+		t := time.Now()
+		if err := o.Stop(ctx); err != nil {
+			clean = false
+			a.log.Error("output did not stop cleanly", "output", o.Name(), "err", err, "took", since(t))
+			continue
+		}
+		a.log.Info("output stopped; what it had not sent stays in the WAL", "output", o.Name(), "took", since(t))
+	}
+	if a.stopDaily != nil {
+		close(a.stopDaily)
 	}
 	if a.adminSrv != nil {
 		t := time.Now()
@@ -445,5 +486,8 @@ func storageConfig(cfg *config.Config, log *slog.Logger, reg prometheus.Register
 		Threads:       st.DuckDB.Threads,
 		Logger:        log.With("component", "storage"),
 		Registerer:    reg,
+		Feeds:         feedConfigs(cfg),
+		CursorDir:     cfg.OutputsDir(),
+		ExportDir:     cfg.ExportDir(),
 	}
 }

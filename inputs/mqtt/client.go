@@ -1,14 +1,12 @@
 package mqtt
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/fpagent/fpagent/internal/tlsconf"
 )
 
 // Message is what the input needs of a received MQTT message; paho's
@@ -96,8 +94,8 @@ func newPahoClient(o *Options, ev events) (client, error) {
 	// Subscriptions are made in OnConnect, on every connect; paho must not
 	// replay its own copies.
 	po.SetResumeSubs(false)
-	if o.TLS.enabled() {
-		cfg, err := o.TLS.config()
+	if o.TLS.Set() {
+		cfg, err := o.TLS.Config()
 		if err != nil {
 			return nil, err
 		}
@@ -117,40 +115,4 @@ func newPahoClient(o *Options, ev events) (client, error) {
 
 // TLSOptions configures TLS towards the broker (ssl://, tls://, mqtts://,
 // wss:// URLs, or any URL once a CA or client certificate is set).
-type TLSOptions struct {
-	CAFile             string // PEM CA bundle; "" = the system's roots
-	CertFile           string // client certificate (PEM), with KeyFile
-	KeyFile            string
-	ServerName         string // "" = the broker URL's host
-	InsecureSkipVerify bool   // for tests only
-}
-
-func (t TLSOptions) enabled() bool {
-	return t.CAFile != "" || t.CertFile != "" || t.ServerName != "" || t.InsecureSkipVerify
-}
-
-func (t TLSOptions) config() (*tls.Config, error) {
-	cfg := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s holds no PEM certificate", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return nil, errors.New("tls: set both cert_file and key_file, or neither")
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
+type TLSOptions = tlsconf.Client

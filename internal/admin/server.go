@@ -32,14 +32,18 @@ type Records interface {
 // Options configures a Server. Every field may be left zero: what is missing
 // is answered with 503 (no database, no records) or left out of /stats.
 type Options struct {
-	Logger   *slog.Logger
-	Version  version.Info
-	Started  time.Time // for uptime; zero = when New is called
-	Token    string    // bearer token for every endpoint; "" = none (see SetLimits)
-	Records  Records
-	DB       *sql.DB                     // DuckDB, for /api/v1/query and the duckdb section of /stats
-	Stats    func() any                  // storage stats; their JSON fields are the top level of /stats
-	Inputs   func() any                  // per-input counters, the "inputs" section of /stats
+	Logger  *slog.Logger
+	Version version.Info
+	Started time.Time // for uptime; zero = when New is called
+	Token   string    // bearer token for every endpoint; "" = none (see SetLimits)
+	Records Records
+	DB      *sql.DB    // DuckDB, for /api/v1/query and the duckdb section of /stats
+	Stats   func() any // storage stats; their JSON fields are the top level of /stats
+	Inputs  func() any // per-input counters, the "inputs" section of /stats
+	Outputs func() any // per-output figures, the "outputs" section of /stats; nil = none
+	// Export writes the readings of each UTC day in [from, to] to Parquet
+	// (POST /api/v1/export?from=&to=); nil = no such endpoint.
+	Export   func(ctx context.Context, from, to time.Time) (any, error)
 	Ready    func() (bool, string)       // nil = always ready
 	Flush    func(context.Context) error // POST /api/v1/flush moves the WAL into DuckDB now; nil = no such endpoint
 	Gatherer prometheus.Gatherer         // what /metrics serves; nil = 404
@@ -163,6 +167,9 @@ func New(opt Options) (*Server, error) {
 	if opt.Flush != nil {
 		s.handle("POST /api/v1/flush", "flush", s.flush)
 	}
+	if opt.Export != nil {
+		s.handle("POST /api/v1/export", "export", s.export)
+	}
 	s.handle("GET /api/v1/query", "query", s.query)
 	s.handle("POST /api/v1/query", "query", s.query)
 	if opt.Gatherer != nil {
@@ -186,7 +193,7 @@ func allowedMethods(path string) string {
 	switch {
 	case path == "/api/v1/query":
 		return "GET, POST"
-	case path == "/api/v1/flush":
+	case path == "/api/v1/flush", path == "/api/v1/export":
 		return "POST"
 	case path == "/health", path == "/ready", path == "/stats", path == "/metrics",
 		strings.HasPrefix(path, "/api/v1/records"):
@@ -303,6 +310,9 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	if s.opt.Inputs != nil {
 		out["inputs"] = s.opt.Inputs()
 	}
+	if s.opt.Outputs != nil {
+		out["outputs"] = s.opt.Outputs()
+	}
 	if s.opt.DB != nil {
 		out["duckdb"] = s.duckdbStats(r.Context())
 	}
@@ -386,6 +396,53 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "flushed", "elapsed_seconds": time.Since(start).Seconds()})
+}
+
+// export writes Parquet files of whole UTC days: ?day=2026-11-25, or
+// ?from=&to= (inclusive); without either, yesterday.
+func (s *Server) export(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	day := func(key string) (time.Time, bool) {
+		t, err := time.Parse(time.DateOnly, q.Get(key))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("%s=%q: want a date such as 2026-11-25", key, q.Get(key)))
+			return t, false
+		}
+		return t, true
+	}
+	var from, to time.Time
+	var ok bool
+	switch {
+	case q.Has("day"):
+		if from, ok = day("day"); !ok {
+			return
+		}
+		to = from
+	case q.Has("from") || q.Has("to"):
+		if from, ok = day("from"); !ok {
+			return
+		}
+		if to, ok = day("to"); !ok {
+			return
+		}
+	default:
+		from = time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
+		to = from
+	}
+	if to.Before(from) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("to=%s is before from=%s", to.Format(time.DateOnly), from.Format(time.DateOnly)))
+		return
+	}
+	if to.Sub(from) > 366*24*time.Hour {
+		writeError(w, http.StatusBadRequest, "at most 367 days per request; export a year at a time")
+		return
+	}
+	res, err := s.opt.Export(r.Context(), from, to)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "export: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

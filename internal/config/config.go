@@ -30,6 +30,8 @@ type Config struct {
 	Storage         Storage  `yaml:"storage"`
 	Admin           Admin    `yaml:"admin"`
 	Inputs          Inputs   `yaml:"inputs"`
+	Outputs         Outputs  `yaml:"outputs"`
+	Export          Export   `yaml:"export"`
 }
 
 // Log configures log/slog.
@@ -163,6 +165,90 @@ type Subscription struct {
 	TopicTag     string   `yaml:"topic_tag"`     // tag that receives the topic; "" = none
 }
 
+// Outputs lists where the agent forwards what it stores; none by default.
+type Outputs struct {
+	Influx []InfluxOutput `yaml:"influx"`
+	MQTT   []MQTTOutput   `yaml:"mqtt"`
+}
+
+// OutputQueue is what every output has: how it reads the WAL and what
+// happens when it cannot keep up.
+type OutputQueue struct {
+	Name       string   `yaml:"name"`       // unique among outputs; names the cursor file and the metrics label
+	BatchSize  int      `yaml:"batch_size"` // points per send
+	RetryMin   Duration `yaml:"retry_min"`  // first wait after a failed send; doubles (with jitter) up to retry_max
+	RetryMax   Duration `yaml:"retry_max"`
+	DiskBudget Size     `yaml:"disk_budget"` // WAL bytes the output may leave behind it
+	OnFull     string   `yaml:"on_full"`     // block | drop_oldest: what happens when it is over disk_budget
+}
+
+func defaultQueue() OutputQueue {
+	return OutputQueue{BatchSize: 5000, RetryMin: Duration(time.Second), RetryMax: Duration(time.Minute),
+		DiskBudget: 1 << 30, OnFull: "block"}
+}
+
+// InfluxOutput posts line protocol to an InfluxDB-compatible write API.
+type InfluxOutput struct {
+	OutputQueue     `yaml:",inline"`
+	URL             string    `yaml:"url"`
+	API             string    `yaml:"api"` // v1 | v2
+	Database        string    `yaml:"database"`
+	RetentionPolicy string    `yaml:"retention_policy"`
+	Org             string    `yaml:"org"`
+	Bucket          string    `yaml:"bucket"`
+	Token           string    `yaml:"token"`
+	Username        string    `yaml:"username"`
+	Password        string    `yaml:"password"`
+	Gzip            bool      `yaml:"gzip"`
+	Timeout         Duration  `yaml:"timeout"`
+	TLS             ClientTLS `yaml:"tls"`
+}
+
+func (o *InfluxOutput) setDefaults() {
+	*o = InfluxOutput{OutputQueue: defaultQueue(), API: "v1", Gzip: true, Timeout: Duration(30 * time.Second)}
+}
+
+// MQTTOutput publishes readings to a broker with QoS 1 or 2.
+type MQTTOutput struct {
+	OutputQueue    `yaml:",inline"`
+	Brokers        []string  `yaml:"brokers"`
+	ClientID       string    `yaml:"client_id"` // "" = fpagent-<hostname>-<name>
+	Username       string    `yaml:"username"`
+	Password       string    `yaml:"password"`
+	Topic          string    `yaml:"topic"`  // {measurement} and {tag_key} are replaced
+	Format         string    `yaml:"format"` // influx | json
+	QoS            int       `yaml:"qos"`
+	Retain         bool      `yaml:"retain"`
+	MaxLines       int       `yaml:"max_lines_per_message"`
+	Timeout        Duration  `yaml:"timeout"` // for the broker's acknowledgements of one batch
+	ConnectTimeout Duration  `yaml:"connect_timeout"`
+	Keepalive      Duration  `yaml:"keepalive"`
+	TLS            ClientTLS `yaml:"tls"`
+}
+
+func (o *MQTTOutput) setDefaults() {
+	*o = MQTTOutput{OutputQueue: defaultQueue(), Brokers: []string{}, Topic: "fpagent/{measurement}", Format: "influx",
+		QoS: 1, MaxLines: 100, Timeout: Duration(30 * time.Second), ConnectTimeout: Duration(10 * time.Second),
+		Keepalive: Duration(30 * time.Second)}
+}
+
+// Export writes history from DuckDB to Parquet files, one per UTC day.
+type Export struct {
+	Dir   string `yaml:"dir"`   // "" = <data_dir>/export
+	Daily bool   `yaml:"daily"` // export each finished UTC day once, shortly after midnight UTC
+}
+
+// ExportDir is where Parquet exports go: export.dir, or <data_dir>/export.
+func (c *Config) ExportDir() string {
+	if c.Export.Dir != "" {
+		return c.Export.Dir
+	}
+	return filepath.Join(c.DataDir, "export")
+}
+
+// OutputsDir holds the outputs' cursors: <data_dir>/outputs.
+func (c *Config) OutputsDir() string { return filepath.Join(c.DataDir, "outputs") }
+
 func (s *Subscription) setDefaults() {
 	*s = Subscription{QoS: 1, Format: "influx", TagKeys: []string{}}
 }
@@ -219,6 +305,7 @@ func Default() *Config {
 				Subscriptions:  []Subscription{sub},
 			},
 		},
+		Outputs: Outputs{Influx: []InfluxOutput{}, MQTT: []MQTTOutput{}},
 	}
 }
 
@@ -417,11 +504,13 @@ func diffValues(a, b reflect.Value, path string, out *[]string) {
 	if a.Kind() == reflect.Struct {
 		for i := range a.NumField() {
 			f := a.Type().Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "" || name == "-" {
-				continue
+			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			switch {
+			case opts == "inline":
+				diffValues(a.Field(i), b.Field(i), path, out)
+			case name != "" && name != "-":
+				diffValues(a.Field(i), b.Field(i), join(path, name), out)
 			}
-			diffValues(a.Field(i), b.Field(i), join(path, name), out)
 		}
 		return
 	}

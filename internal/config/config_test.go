@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,18 @@ func TestExampleHoldsEveryDefault(t *testing.T) {
 		def, _ := want.Marshal()
 		t.Fatalf("agent.yaml.example differs from Default():\n--- example\n%s\n--- default\n%s", got, def)
 	}
+	// The outputs are documented in a commented block (the default is none):
+	// uncommented, it must parse and, with the rest, set every key.
+	block := regexp.MustCompile(`# BEGIN OUTPUT EXAMPLE\n((?s:.*))# END OUTPUT EXAMPLE\n(outputs:\n(?:  .*\n)*)`)
+	m := block.FindSubmatchIndex(data)
+	if m == nil {
+		t.Fatal("agent.yaml.example: no BEGIN/END OUTPUT EXAMPLE block followed by outputs:")
+	}
+	uncommented := regexp.MustCompile(`(?m)^# ?`).ReplaceAll(data[m[2]:m[3]], nil)
+	data = append(append(append([]byte{}, data[:m[0]]...), uncommented...), data[m[1]:]...)
+	if _, err := Parse(data, "agent.yaml.example with the output example"); err != nil {
+		t.Fatal(err)
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
@@ -70,8 +83,8 @@ func TestExampleHoldsEveryDefault(t *testing.T) {
 // excepted (they are documented in comments); list elements are [0].
 func leafKeys(t reflect.Type, prefix string) []string {
 	var keys []string
-	for name, i := range structFields(t) {
-		f := t.Field(i)
+	for name, idx := range structFields(t) {
+		f := t.FieldByIndex(idx)
 		key := join(prefix, name)
 		ft := f.Type
 		switch {
@@ -149,6 +162,12 @@ func TestParseValues(t *testing.T) {
 	f("null section keeps defaults", "log:\ninputs:\n  tcp: {enabled: false}\n", func(c *Config) bool {
 		return c.Log.Level == "info" && !c.Inputs.TCP.Enabled && c.Inputs.TCP.Listen == "127.0.0.1:8094"
 	})
+	f("outputs with defaults", "outputs:\n  influx:\n    - {name: central, url: http://c:8086}\n  mqtt:\n    - {name: up, brokers: [tcp://c:1883]}\n",
+		func(c *Config) bool {
+			i, m := c.Outputs.Influx[0], c.Outputs.MQTT[0]
+			return i.API == "v1" && i.Gzip && i.BatchSize == 5000 && i.OnFull == "block" && i.DiskBudget == 1<<30 &&
+				m.QoS == 1 && m.Topic == "fpagent/{measurement}" && m.Format == "influx" && m.RetryMax == Duration(time.Minute)
+		})
 	f("numeric string", "admin:\n  token: 12345\n", func(c *Config) bool { return c.Admin.Token == "12345" })
 	f("anchors", "inputs:\n  tcp: {precision: &p ms}\n  udp: {precision: *p}\n", func(c *Config) bool {
 		return c.Inputs.UDP.Precision == "ms"
@@ -210,6 +229,19 @@ func TestBrokenConfigs(t *testing.T) {
 	f("broker url", "inputs:\n  mqtt:\n    brokers: [\"localhost:1883\"]\n", "inputs.mqtt.brokers[0]")
 	f("tls half", "inputs:\n  http:\n    tls: {cert_file: a.pem}\n", "line 3", "inputs.http.tls", "both")
 	f("memory limit", "storage:\n  duckdb: {memory_limit: lots}\n", "storage.duckdb.memory_limit")
+	f("output without name", "outputs:\n  influx:\n    - url: http://c:8086\n", "outputs.influx[0].name", "give each output a name")
+	f("output name with slash", "outputs:\n  influx:\n    - {name: a/b, url: http://c:8086}\n", "outputs.influx[0].name", `"a/b"`)
+	f("output names twice", "outputs:\n  influx:\n    - {name: a, url: http://c:8086}\n  mqtt:\n    - {name: a, brokers: [tcp://c:1883]}\n",
+		"outputs.mqtt[0].name", "outputs.influx[0]", "unique")
+	f("output url", "outputs:\n  influx:\n    - {name: a, url: \"c:8086\"}\n", "outputs.influx[0].url", `"c:8086"`)
+	f("output unknown key", "outputs:\n  influx:\n    - {name: a, url: http://c, batchsize: 5}\n", "outputs.influx[0].batchsize", `did you mean "batch_size"`)
+	f("output v2 bucket", "outputs:\n  influx:\n    - {name: a, url: http://c, api: v2}\n", "outputs.influx[0].bucket")
+	f("output on_full", "outputs:\n  influx:\n    - {name: a, url: http://c, on_full: panic}\n", "outputs.influx[0].on_full", "block, drop_oldest")
+	f("output budget", "outputs:\n  influx:\n    - {name: a, url: http://c, disk_budget: 1MiB}\n", "outputs.influx[0].disk_budget", "max_wal_size")
+	f("output retry", "outputs:\n  influx:\n    - {name: a, url: http://c, retry_min: 10s, retry_max: 1s}\n", "outputs.influx[0].retry_max")
+	f("mqtt output qos 0", "outputs:\n  mqtt:\n    - {name: a, brokers: [tcp://c:1883], qos: 0}\n", "outputs.mqtt[0].qos", "acknowledgement")
+	f("mqtt output no broker", "outputs:\n  mqtt:\n    - {name: a}\n", "outputs.mqtt[0].brokers")
+	f("mqtt output wildcard topic", "outputs:\n  mqtt:\n    - {name: a, brokers: [tcp://c:1883], topic: a/#}\n", "outputs.mqtt[0].topic")
 	f("line break in a value", "data_dir: \"a\\nb\"\n", "line 1", "data_dir", "control character")
 	f("list for scalar", "data_dir: [a, b]\n", "line 1", "data_dir", "want a string")
 	f("several problems", "foo: 1\nbar: 2\n", "2 problems", "line 1", "line 2")

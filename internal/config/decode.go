@@ -176,29 +176,36 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(k, kp, "unknown key %q%s", name, suggest(name, fields, path))
 			continue
 		}
-		d.decode(val, v.Field(idx), kp)
+		d.decode(val, v.FieldByIndex(idx), kp)
 	}
 }
 
-// structFields maps yaml key names to field indexes.
-func structFields(t reflect.Type) map[string]int {
-	m := make(map[string]int, t.NumField())
+// structFields maps yaml key names to field index paths; the fields of a
+// struct tagged ",inline" count as the enclosing struct's own.
+func structFields(t reflect.Type) map[string][]int {
+	m := make(map[string][]int, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if opts == "inline" && f.Type.Kind() == reflect.Struct {
+			for k, idx := range structFields(f.Type) {
+				m[k] = append([]int{i}, idx...)
+			}
 			continue
 		}
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		m[name] = i
+		m[name] = []int{i}
 	}
 	return m
 }
 
 // suggest names the closest known key, or lists the known keys.
-func suggest(name string, fields map[string]int, path string) string {
+func suggest(name string, fields map[string][]int, path string) string {
 	// A suggestion must be close for the name's length: "flush_intervall"
 	// suggests flush_interval, "foo" suggests nothing.
 	best, bestDist := "", max(1, len(name)/4)+1

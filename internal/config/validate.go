@@ -152,6 +152,7 @@ func (cfg *Config) validate(lines map[string]int) []Problem {
 
 	cfg.validateMQTT(c)
 	cfg.validateListeners(c)
+	cfg.validateOutputs(c)
 	return c.probs
 }
 
@@ -160,19 +161,7 @@ func (cfg *Config) validateMQTT(c *checker) {
 	if m.Enabled && len(m.Brokers) == 0 {
 		c.bad("inputs.mqtt.brokers", "list at least one broker, e.g. tcp://127.0.0.1:1883")
 	}
-	for i, b := range m.Brokers {
-		key := fmt.Sprintf("inputs.mqtt.brokers[%d]", i)
-		u, err := url.Parse(b)
-		if err != nil || u.Host == "" {
-			c.bad(key, "%q is not a broker URL such as tcp://host:1883 or ssl://host:8883", b)
-			continue
-		}
-		switch u.Scheme {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-		default:
-			c.bad(key, "scheme %q of %q is not one of tcp, mqtt, ssl, tls, mqtts, ws, wss", u.Scheme, b)
-		}
-	}
+	c.brokers("inputs.mqtt.brokers", m.Brokers)
 	c.positive("inputs.mqtt.keepalive", m.Keepalive)
 	if m.Keepalive > 0 && m.Keepalive < Duration(time.Second) {
 		c.bad("inputs.mqtt.keepalive", "%s is below the minimum 1s", m.Keepalive)
@@ -207,6 +196,22 @@ func (cfg *Config) validateMQTT(c *checker) {
 		}
 		if strings.Contains(s.TopicPattern, "{}") {
 			c.bad(key+".topic_pattern", "%q: {} names no tag; write {site} or {measurement}", s.TopicPattern)
+		}
+	}
+}
+
+func (c *checker) brokers(key string, brokers []string) {
+	for i, b := range brokers {
+		key := fmt.Sprintf("%s[%d]", key, i)
+		u, err := url.Parse(b)
+		if err != nil || u.Host == "" {
+			c.bad(key, "%q is not a broker URL such as tcp://host:1883 or ssl://host:8883", b)
+			continue
+		}
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+		default:
+			c.bad(key, "scheme %q of %q is not one of tcp, mqtt, ssl, tls, mqtts, ws, wss", u.Scheme, b)
 		}
 	}
 }

@@ -1,0 +1,241 @@
+// Package mqttout publishes readings to an MQTT broker (a central broker or
+// a broker cluster) with QoS 1 or 2: a batch counts as sent once the broker
+// acknowledged every message of it.
+package mqttout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/fpagent/fpagent/internal/outputs"
+	"github.com/fpagent/fpagent/internal/tlsconf"
+	"github.com/fpagent/fpagent/storage"
+)
+
+// Config configures a Sender.
+type Config struct {
+	Brokers        []string
+	ClientID       string
+	Username       string
+	Password       string
+	TLS            tlsconf.Client
+	Topic          string // template: {measurement} and {tag_key} are replaced; default fpagent/{measurement}
+	Format         string // "influx" (default): line protocol; "json": one JSON record per message
+	QoS            byte   // 1 (default) or 2
+	Retain         bool
+	MaxLines       int           // influx format: lines per message at most; default 100
+	Timeout        time.Duration // for the broker's acknowledgements of one batch; default 30s
+	ConnectTimeout time.Duration // default 10s
+	Keepalive      time.Duration // default 30s
+}
+
+// Sender publishes batches; it is safe for one goroutine.
+type Sender struct {
+	cfg    Config
+	topic  *template
+	client paho.Client
+	msgs   []message
+}
+
+type message struct {
+	topic   string
+	payload []byte
+}
+
+// New checks cfg, starts connecting in the background, and returns.
+func New(cfg Config) (*Sender, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("brokers: name at least one, e.g. tcp://central:1883")
+	}
+	if cfg.ClientID == "" {
+		return nil, errors.New("client_id: must not be empty")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = "fpagent/{measurement}"
+	}
+	t, err := parseTemplate(cfg.Topic)
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Format {
+	case "":
+		cfg.Format = "influx"
+	case "influx", "json":
+	default:
+		return nil, fmt.Errorf("format %q: want influx or json", cfg.Format)
+	}
+	switch cfg.QoS {
+	case 0:
+		cfg.QoS = 1
+	case 1, 2:
+	default:
+		return nil, fmt.Errorf("qos %d: want 1 or 2 (QoS 0 has no acknowledgement to move the cursor on)", cfg.QoS)
+	}
+	cfg.MaxLines = orDefault(cfg.MaxLines, 100)
+	cfg.Timeout = orDefault(cfg.Timeout, 30*time.Second)
+	cfg.ConnectTimeout = orDefault(cfg.ConnectTimeout, 10*time.Second)
+	cfg.Keepalive = orDefault(cfg.Keepalive, 30*time.Second)
+
+	po := paho.NewClientOptions()
+	for _, b := range cfg.Brokers {
+		po.AddBroker(b)
+	}
+	po.SetClientID(cfg.ClientID)
+	po.SetUsername(cfg.Username)
+	po.SetPassword(cfg.Password)
+	// The WAL is the session: what the broker did not acknowledge is sent
+	// again from the cursor, so paho need not keep its own copies.
+	po.SetCleanSession(true)
+	po.SetKeepAlive(cfg.Keepalive)
+	po.SetConnectTimeout(cfg.ConnectTimeout)
+	po.SetAutoReconnect(true)
+	po.SetConnectRetry(true)
+	po.SetConnectRetryInterval(time.Second)
+	po.SetMaxReconnectInterval(30 * time.Second)
+	po.SetWriteTimeout(cfg.Timeout)
+	if cfg.TLS.Set() {
+		tc, err := cfg.TLS.Config()
+		if err != nil {
+			return nil, err
+		}
+		po.SetTLSConfig(tc)
+	}
+	s := &Sender{cfg: cfg, topic: t, client: paho.NewClient(po)}
+	s.client.Connect() // with ConnectRetry, it keeps trying in the background
+	return s, nil
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Send publishes b and waits for the broker to acknowledge every message.
+func (s *Sender) Send(ctx context.Context, b *outputs.Batch) error {
+	if !s.client.IsConnectionOpen() {
+		return fmt.Errorf("not connected to %s", strings.Join(s.cfg.Brokers, ","))
+	}
+	s.msgs = s.pack(b, s.msgs[:0])
+	tokens := make([]paho.Token, len(s.msgs))
+	for i, m := range s.msgs {
+		tokens[i] = s.client.Publish(m.topic, s.cfg.QoS, s.cfg.Retain, m.payload)
+	}
+	deadline := time.Now().Add(s.cfg.Timeout)
+	for i, t := range tokens {
+		select {
+		case <-t.Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(deadline)):
+			return fmt.Errorf("the broker did not acknowledge %d of %d messages within %s", len(tokens)-i, len(tokens), s.cfg.Timeout)
+		}
+		if err := t.Error(); err != nil {
+			return fmt.Errorf("publish to %s: %w", s.msgs[i].topic, err)
+		}
+	}
+	return nil
+}
+
+// pack turns b into messages: with the influx format, consecutive points
+// for the same topic share a message, up to MaxLines lines.
+func (s *Sender) pack(b *outputs.Batch, msgs []message) []message {
+	last, lines := -1, 0 // the message being filled, and its lines
+	for i := range b.Points {
+		p := &b.Points[i]
+		topic := s.topic.expand(p)
+		if s.cfg.Format == "json" {
+			msgs = append(msgs, message{topic, p.AppendJSON(nil)})
+			continue
+		}
+		if last >= 0 && msgs[last].topic == topic && lines < s.cfg.MaxLines {
+			msgs[last].payload = append(append(msgs[last].payload, '\n'), b.Line(i)...)
+			lines++
+			continue
+		}
+		msgs = append(msgs, message{topic, append([]byte(nil), b.Line(i)...)})
+		last, lines = len(msgs)-1, 1
+	}
+	return msgs
+}
+
+// Connected reports whether the connection to the broker is up.
+func (s *Sender) Connected() bool { return s.client.IsConnectionOpen() }
+
+// Close disconnects, waiting briefly for messages in flight.
+func (s *Sender) Close() error {
+	s.client.Disconnect(250)
+	return nil
+}
+
+// template is a topic with {measurement} and {tag} placeholders.
+type template struct {
+	parts []string // literal, name, literal, name, …, literal
+}
+
+func parseTemplate(t string) (*template, error) {
+	var parts []string
+	rest := t
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			parts = append(parts, rest)
+			break
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return nil, fmt.Errorf("topic %q: unclosed {", t)
+		}
+		name := rest[i+1 : i+j]
+		if name == "" {
+			return nil, fmt.Errorf("topic %q: empty {}", t)
+		}
+		parts = append(parts, rest[:i], name)
+		rest = rest[i+j+1:]
+	}
+	if strings.ContainsAny(strings.Join(parts, ""), "+#") {
+		return nil, fmt.Errorf("topic %q: + and # are for subscriptions, not for publishing", t)
+	}
+	return &template{parts: parts}, nil
+}
+
+// expand fills in the placeholders. A value's '/', '+' and '#' become '_'
+// so that a tag cannot add topic levels or wildcards; a missing tag is "_".
+func (t *template) expand(p *storage.Point) string {
+	if len(t.parts) == 1 {
+		return t.parts[0]
+	}
+	var b strings.Builder
+	for i, part := range t.parts {
+		if i%2 == 0 {
+			b.WriteString(part)
+			continue
+		}
+		v := "_"
+		if part == "measurement" {
+			v = p.Measurement
+		} else {
+			for _, tag := range p.Tags {
+				if tag.Key == part {
+					v = tag.Value
+					break
+				}
+			}
+		}
+		if v == "" {
+			v = "_"
+		}
+		b.WriteString(topicSafe.Replace(v))
+	}
+	return b.String()
+}
+
+var topicSafe = strings.NewReplacer("/", "_", "+", "_", "#", "_")
+
+var _ outputs.Sender = (*Sender)(nil)
