@@ -57,18 +57,21 @@ func freePort(t testing.TB) int {
 
 // agent is one running fpagent process.
 type agent struct {
-	t       testing.TB
-	Dir     string // working directory; data lives in Dir/data unless the config says otherwise
-	Config  string // path of the config file
-	Admin   string // http://127.0.0.1:port of the admin API
-	HTTP    string // http://127.0.0.1:port of the write API
-	TCP     string // 127.0.0.1:port
-	UDP     string // 127.0.0.1:port
-	cmd     *exec.Cmd
-	logMu   sync.Mutex
-	log     bytes.Buffer
-	exited  chan struct{}
-	exitErr error
+	t      testing.TB
+	Dir    string // working directory; data lives in Dir/data unless the config says otherwise
+	Config string // path of the config file
+	Admin  string // http://127.0.0.1:port of the admin API
+	HTTP   string // http://127.0.0.1:port of the write API
+	TCP    string // 127.0.0.1:port
+	UDP    string // 127.0.0.1:port
+	// ReadyPath is what start waits to answer 200: /ready unless set (an
+	// edge whose output cannot reach its target is alive but not ready).
+	ReadyPath string
+	cmd       *exec.Cmd
+	logMu     sync.Mutex
+	log       bytes.Buffer
+	exited    chan struct{}
+	exitErr   error
 }
 
 // agentPorts are the listen addresses an agent config is built with.
@@ -111,13 +114,20 @@ func indent(s, prefix string) string {
 // /ready answers 200.
 func startAgent(t testing.TB, dir string, p agentPorts, config string) *agent {
 	t.Helper()
+	a := newAgent(t, dir, p, config)
+	a.start()
+	return a
+}
+
+// newAgent writes config into dir and returns the agent, not started.
+func newAgent(t testing.TB, dir string, p agentPorts, config string) *agent {
+	t.Helper()
 	a := &agent{t: t, Dir: dir, Config: filepath.Join(dir, "agent.yaml"),
 		Admin: fmt.Sprintf("http://127.0.0.1:%d", p.Admin), HTTP: fmt.Sprintf("http://127.0.0.1:%d", p.HTTP),
 		TCP: fmt.Sprintf("127.0.0.1:%d", p.TCP), UDP: fmt.Sprintf("127.0.0.1:%d", p.UDP)}
 	if err := os.WriteFile(a.Config, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.start()
 	return a
 }
 
@@ -179,7 +189,11 @@ func (a *agent) waitReady(timeout time.Duration) {
 			a.t.Fatalf("agent exited before it was ready: %v\n%s", a.exitErr, a.Log())
 		default:
 		}
-		resp, err := http.Get(a.Admin + "/ready")
+		path := a.ReadyPath
+		if path == "" {
+			path = "/ready"
+		}
+		resp, err := http.Get(a.Admin + path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
