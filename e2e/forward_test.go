@@ -202,7 +202,12 @@ outputs:
 	load := startFwdLoad(edge.HTTP, 2)
 	kills := 0
 	killEdge := func() { edge.kill(); kills++; edge.start() }
-	killCentral := func() { central.kill(); kills++; time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond); central.start() }
+	killCentral := func() {
+		central.kill()
+		kills++
+		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
+		central.start()
+	}
 	cut := func() { central.stop(); time.Sleep(3 * time.Second); central.start() }
 	killBoth := func() { central.kill(); edge.kill(); kills += 2; edge.start(); central.start() }
 	chaos(t, rng, []func(){killEdge, killCentral, killEdge, cut, killCentral, killEdge, killBoth, killCentral, killEdge, cut, killEdge, killCentral})
@@ -254,7 +259,12 @@ outputs:
 	load := startFwdLoad(edge.HTTP, 2)
 	kills := 0
 	killEdge := func() { edge.kill(); kills++; edge.start() }
-	killCentral := func() { central.kill(); kills++; time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond); central.start() }
+	killCentral := func() {
+		central.kill()
+		kills++
+		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
+		central.start()
+	}
 	cut := func() { central.stop(); time.Sleep(3 * time.Second); central.start() }
 	restartBroker := func() { broker.restart(time.Second) }
 	chaos(t, rng, []func(){killEdge, killCentral, killEdge, restartBroker, killCentral, killEdge, cut, killCentral, killEdge, killCentral, killEdge, killCentral})
