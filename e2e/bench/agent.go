@@ -89,6 +89,7 @@ type agentConfig struct {
 	Broker                string // tcp://127.0.0.1:port for mqtt
 	Client                string // MQTT client id
 	Storage               string // extra storage keys, one per line
+	Extra                 string // more top-level YAML (outputs:)
 	Admin, HTTP, TCP, UDP int
 }
 
@@ -111,6 +112,7 @@ func (c agentConfig) yaml() string {
 		fmt.Fprintf(&b, "  mqtt:\n    enabled: true\n    brokers: [%q]\n    client_id: %s\n", c.Broker, c.Client)
 		b.WriteString("    subscriptions:\n      - {topic: \"bench/#\", qos: 1, format: influx}\n")
 	}
+	b.WriteString(c.Extra)
 	return b.String()
 }
 
@@ -184,6 +186,12 @@ func (a *agentProc) logTail() string {
 
 // waitReady polls /ready until it answers 200 and returns when it did.
 func (a *agentProc) waitReady(timeout time.Duration) (time.Time, error) {
+	return a.waitFor("/ready", timeout)
+}
+
+// waitFor waits until the admin endpoint path answers 200: /ready, or
+// /health for an agent whose output is meant to be failing.
+func (a *agentProc) waitFor(path string, timeout time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		select {
@@ -191,7 +199,7 @@ func (a *agentProc) waitReady(timeout time.Duration) (time.Time, error) {
 			return time.Time{}, fmt.Errorf("the agent exited before it was ready (%v):\n%s", a.exitErr, a.logTail())
 		default:
 		}
-		resp, err := a.client.Get(a.adminURL("/ready"))
+		resp, err := a.client.Get(a.adminURL(path))
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

@@ -42,6 +42,7 @@ type options struct {
 	rate, udpRate         float64
 	half, keep, quick     bool
 	recoveryBytes         size
+	forward               int64
 	timeout, interval     time.Duration
 }
 
@@ -107,6 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.tcpBatch, "tcp-batch", 700, "lines per TCP write (700 lines are about 64 KiB)")
 	fs.IntVar(&o.httpBatch, "http-batch", 5000, "lines per HTTP request body")
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
+	fs.Int64Var(&o.forward, "forward", 0, "also time forwarding a backlog of this many points from an edge agent to a central one over the influx output (issue 9: 10000000; 0: skip)")
 	fs.Var(&o.recoveryBytes, "recovery-bytes", "WAL backlog to recover after kill -9, e.g. 1GiB (0: skip the recovery runs)")
 	fs.StringVar(&o.brokerConf, "broker-conf", "", `more mosquitto.conf lines, separated by ";" (e.g. "max_inflight_messages 1000"); the table says so`)
 	fs.StringVar(&o.publisher, "publisher", "raw", "MQTT publisher: raw (a lean MQTT 3.1.1 QoS 1 publisher, little CPU taken from the agent) or paho")
@@ -166,8 +168,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.series = append(o.series, n)
 	}
 	switch {
-	case len(o.inputs) == 0 && o.recoveryBytes == 0:
-		return o, errors.New("nothing to run: -inputs is empty and -recovery-bytes is 0")
+	case len(o.inputs) == 0 && o.recoveryBytes == 0 && o.forward == 0:
+		return o, errors.New("nothing to run: -inputs is empty and -recovery-bytes and -forward are 0")
+	case o.forward < 0:
+		return o, fmt.Errorf("-forward %d: must be 0 (skip) or a number of points", o.forward)
 	case len(o.syncs) == 0 || len(o.series) == 0:
 		return o, errors.New("-sync and -series need at least one value each")
 	case o.runs < 1 || o.conns < 1 || o.tcpBatch < 1 || o.httpBatch < 1 || o.udpBatch < 1:
@@ -344,6 +348,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	if o.forward > 0 {
+		sync := o.syncs[0]
+		var rs []forwardResult
+		fails := 0
+		for r := 1; r <= o.runs; r++ {
+			res, err := runForward(e, sync, o.series[0], o.forward)
+			if err != nil {
+				fails++
+				logf("forwarding run %d/%d FAILED: %v", r, o.runs, err)
+				continue
+			}
+			rs = append(rs, res)
+			logf("forwarding run %d/%d: %s points (%s MiB) forwarded in %.2f s, in the central DuckDB after %.2f s",
+				r, o.runs, num(float64(res.Points)), mib(float64(res.Backlog)), res.Forward.Seconds(), res.InCentral.Seconds())
+		}
+		rep.Forward = append(rep.Forward, summarizeForward(sync, o.series[0], rs, fails))
+	}
+
 	rep.Machine.LoadAfter = loadAvg()
 	rep.Elapsed = time.Since(begun)
 	rep.writeMarkdown(stdout)
@@ -369,6 +391,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	for _, r := range rep.Recovery {
+		if r.Failed > 0 {
+			code = 1
+		}
+	}
+	for _, r := range rep.Forward {
 		if r.Failed > 0 {
 			code = 1
 		}

@@ -121,6 +121,30 @@ func summarizeRecovery(sync string, rs []recoveryResult, failed int) recoveryRow
 	return r
 }
 
+// forwardRow is the median of the forwarding runs.
+type forwardRow struct {
+	Sync                 string
+	Series, Runs, Failed int
+	Points, Backlog      float64
+	Forward, InCentral   float64 // seconds
+	EdgeCPU, CentralCPU  float64
+	EdgeRSS, CentralRSS  float64
+}
+
+func summarizeForward(sync string, series int, rs []forwardResult, failed int) forwardRow {
+	r := forwardRow{Sync: sync, Series: series, Runs: len(rs), Failed: failed}
+	var p, b, f, c, ec, cc, er, cr []float64
+	for _, x := range rs {
+		p, b = append(p, float64(x.Points)), append(b, float64(x.Backlog))
+		f, c = append(f, x.Forward.Seconds()), append(c, x.InCentral.Seconds())
+		ec, cc = append(ec, x.EdgeCPU), append(cc, x.CentralCPU)
+		er, cr = append(er, float64(x.EdgeRSS)), append(cr, float64(x.CentralRSS))
+	}
+	r.Points, r.Backlog, r.Forward, r.InCentral = median(p), median(b), median(f), median(c)
+	r.EdgeCPU, r.CentralCPU, r.EdgeRSS, r.CentralRSS = median(ec), median(cc), median(er), median(cr)
+	return r
+}
+
 // report is everything the table is made of.
 type report struct {
 	Machine    machine
@@ -130,6 +154,7 @@ type report struct {
 	Runs       int
 	Rows       []row
 	Recovery   []recoveryRow
+	Forward    []forwardRow
 	Elapsed    time.Duration
 }
 
@@ -200,6 +225,20 @@ func (rep report) writeMarkdown(w io.Writer) {
 			}
 			fmt.Fprintf(w, "| kill -9, restart | %s | %s | %s | %s | %s | %s | %s |\n", r.Sync, mib(r.Bytes), num(r.Points),
 				dec(r.Seconds, 2), num(r.Points/r.Seconds), dec(r.Bytes/r.Seconds/1e6, 1), mib(r.PeakRSS))
+		}
+		fmt.Fprintln(w)
+	}
+	if len(rep.Forward) > 0 {
+		fmt.Fprintln(w, "| forwarding a backlog (influx output to a central fpagent) | sync | series | points | backlog MiB | forwarded points/s | in central DuckDB points/s | edge CPU s / M points | central CPU s / M points | edge peak RSS MiB | central peak RSS MiB |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for _, r := range rep.Forward {
+			if r.Runs == 0 {
+				fmt.Fprintf(w, "| edge -> central | %s | %s | failed (%d runs) | | | | | | | |\n", r.Sync, num(float64(r.Series)), r.Failed)
+				continue
+			}
+			fmt.Fprintf(w, "| edge -> central | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Sync, num(float64(r.Series)),
+				num(r.Points), mib(r.Backlog), num(r.Points/r.Forward), num(r.Points/r.InCentral),
+				dec(r.EdgeCPU/r.Points*1e6, 2), dec(r.CentralCPU/r.Points*1e6, 2), mib(r.EdgeRSS), mib(r.CentralRSS))
 		}
 		fmt.Fprintln(w)
 	}
@@ -309,5 +348,6 @@ const legend = `What the columns mean:
 - DuckDB bytes/point: the size of fpagent.duckdb after a clean stop divided by the points in it.
 - lost (UDP): sent but never persisted, as a share of what was sent; apart, the datagrams the kernel dropped because the agent's socket buffer was full (/proc/<pid>/net/udp drops; inputs.udp.read_buffer is capped by net.core.rmem_max) and the points the agent dropped because its queue was full (/stats dropped_points). Without -udp-rate the senders flood: the loss says how far past its capacity that is.
 - recovery: a backlog built with a flusher that never runs (huge batch_size and flush_interval), the agent SIGKILLed, restarted on a normal config and timed from exec until /ready answers 200, which it does once DuckDB holds the whole WAL.
+- forwarding a backlog: an edge agent takes the points over TCP while its influx output points at a central agent that is not running; once they are durable (and in the edge's own DuckDB), the central agent starts. Forwarded points/s: from its start until the edge's output had nothing left to send (every batch acknowledged with a 204, so durable in the central WAL); in central DuckDB points/s: until POST /api/v1/flush on the central agent returned and its count matched. CPU per million points: the edge while forwarding, the central agent from its start. Both agents and the sender share the machine.
 - The load generators run on the same machine as the agent and take CPU from it.
 `
