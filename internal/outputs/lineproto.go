@@ -2,6 +2,7 @@ package outputs
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
@@ -50,7 +51,8 @@ type encoder struct {
 }
 
 // badPoint is a point line protocol cannot carry (a NaN or infinite float, a
-// newline in a tag, invalid UTF-8), with the reason.
+// newline in a tag, invalid UTF-8, a measurement starting with #), with the
+// reason.
 type badPoint struct {
 	point  *storage.Point
 	reason string
@@ -87,9 +89,19 @@ func (e *encoder) encode(pts []storage.Point, b *Batch) (bad []badPoint) {
 	return bad
 }
 
-// convert converts p's fields, or says why one cannot be written.
+// convert converts p's fields, or says why p cannot be written.
 func (e *encoder) convert(p *storage.Point) string {
 	e.values = e.values[:0]
+	if strings.HasPrefix(p.Measurement, "#") {
+		// The encoder writes it, but a reader takes the line for a comment:
+		// the remote side would accept the point and drop it.
+		return fmt.Sprintf("measurement %q: a line starting with # is a comment in line protocol", p.Measurement)
+	}
+	if len(p.Fields) == 0 {
+		// The encoder would blame the next point for it and leave that
+		// point's line in the buffer, out of step with Points.
+		return "line protocol needs at least one field"
+	}
 	for _, f := range p.Fields {
 		var v lineprotocol.Value
 		ok := true

@@ -8,12 +8,14 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fpagent/fpagent/internal/outputs"
@@ -69,10 +71,14 @@ func New(cfg Config) (*Sender, error) {
 func WriteURL(cfg Config) (string, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
-		return "", fmt.Errorf("url %q: %w", cfg.URL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without ue.URL, which would show a password
+		}
+		return "", fmt.Errorf("url: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("url %q: want http://host:port or https://host:port", cfg.URL)
+		return "", fmt.Errorf("url %q: want http://host:port or https://host:port", redact(cfg.URL))
 	}
 	q := u.Query()
 	switch cfg.API {
@@ -106,7 +112,7 @@ func setIf(q url.Values, k, v string) {
 // refused for good; 413 too large; 429 and 503 retried after Retry-After;
 // anything else (a wrong token, a 404, a 500, no connection) retried.
 func (s *Sender) Send(ctx context.Context, b *outputs.Batch) error {
-	body := b.LP
+	data := b.LP
 	if s.gz != nil {
 		s.body.Reset()
 		s.gz.Reset(&s.body)
@@ -114,11 +120,25 @@ func (s *Sender) Send(ctx context.Context, b *outputs.Batch) error {
 		if err := s.gz.Close(); err != nil {
 			return fmt.Errorf("gzip: %w", err)
 		}
-		body = s.body.Bytes()
+		data = s.body.Bytes()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	// The transport may go on reading a body after Do returned (when the
+	// server answers before it read it all), and data's memory is reused
+	// once Send returns (s.body here, the batch by the forwarder): wait
+	// until the transport closed every body it was given.
+	var bodies sync.WaitGroup
+	defer bodies.Wait()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, http.NoBody)
 	if err != nil {
 		return err
+	}
+	if len(data) > 0 {
+		req.GetBody = func() (io.ReadCloser, error) {
+			bodies.Add(1)
+			return &body{Reader: bytes.NewReader(data), close: sync.OnceFunc(bodies.Done)}, nil
+		}
+		req.Body, _ = req.GetBody()
+		req.ContentLength = int64(len(data))
 	}
 	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
 	if s.gz != nil {
@@ -135,6 +155,10 @@ func (s *Sender) Send(ctx context.Context, b *outputs.Batch) error {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without ue.URL, which would show a p= password
+		}
 		return fmt.Errorf("POST %s: %w", redact(s.url), err)
 	}
 	defer resp.Body.Close()
@@ -166,11 +190,27 @@ func retryAfter(h string) time.Duration {
 	return 0
 }
 
-// redact keeps a password in the URL out of logs.
+// body is a request body that tells when the transport is done with it.
+type body struct {
+	*bytes.Reader
+	close func()
+}
+
+func (b *body) Close() error {
+	b.close()
+	return nil
+}
+
+// redact keeps a password in the URL (user information, or InfluxDB 1.x's p=
+// parameter) out of logs and errors.
 func redact(u string) string {
 	p, err := url.Parse(u)
 	if err != nil {
-		return u
+		return "(unparsable URL)"
+	}
+	if q := p.Query(); q.Has("p") {
+		q.Set("p", "xxxxx")
+		p.RawQuery = q.Encode()
 	}
 	return p.Redacted()
 }
