@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/fpagent/fpagent/internal/config"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// An agent with an influx output forwards what it stores; the output shows
+// in /stats and /metrics (which still passes promlint), and /ready turns
+// 503, naming the output, while its target fails.
+func TestOutputWiring(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []string
+	failing := true
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			http.Error(w, "down for maintenance", http.StatusInternalServerError)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		bodies = append(bodies, r.URL.String()+" "+string(b))
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer target.Close()
+
+	cfg := testConfig(t, t.TempDir())
+	parsed, err := config.Parse([]byte(fmt.Sprintf("outputs:\n  influx:\n    - {name: central, url: %q, database: fleet, gzip: false, retry_min: 20ms, retry_max: 50ms}\n", target.URL)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Outputs = parsed.Outputs
+	a := newAgent("", cfg, &bytes.Buffer{})
+	if code, err := a.start(); err != nil {
+		t.Fatalf("start: %d %v", code, err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			a.shutdown()
+		}
+	}()
+	var httpAddr string
+	for _, in := range a.inputs {
+		if in.name == "http" {
+			httpAddr = in.addr()
+		}
+	}
+	resp, err := http.Post("http://"+httpAddr+"/write", "text/plain", strings.NewReader("room,site=a temp=21.5 1700000000000000000\n"))
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("write: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, "http://"+a.adminAddr+"/ready")
+		if code == http.StatusServiceUnavailable && strings.Contains(body, `output \"central\" failing`) && strings.Contains(body, "500") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready while the target fails: %d %s", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	waitReady(t, a)
+	mu.Lock()
+	got := strings.Join(bodies, "\n")
+	mu.Unlock()
+	if !strings.Contains(got, "/write?db=fleet room,site=a temp=21.5 1700000000000000000") {
+		t.Fatalf("the target received %q", got)
+	}
+
+	_, body := get(t, "http://"+a.adminAddr+"/stats")
+	var st struct {
+		Outputs map[string]struct {
+			Type       string `json:"type"`
+			SentPoints uint64 `json:"sent_points"`
+			Retries    uint64 `json:"retries"`
+			Healthy    bool   `json:"healthy"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	if o := st.Outputs["central"]; o.Type != "influx" || o.SentPoints != 1 || o.Retries == 0 || !o.Healthy {
+		t.Fatalf("/stats outputs: %s", body)
+	}
+	_, metrics := get(t, "http://"+a.adminAddr+"/metrics")
+	for _, want := range []string{
+		`fpagent_output_sent_points_total{output="central",type="influx"} 1`,
+		`fpagent_output_up{output="central",type="influx"} 1`,
+		`fpagent_output_lag_records{output="central",type="influx"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	problems, err := promlint.New(strings.NewReader(metrics)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	stopped = true
+	if !a.shutdown() {
+		t.Fatal("unclean shutdown")
+	}
+}
