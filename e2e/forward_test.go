@@ -175,18 +175,68 @@ func chaos(t *testing.T, rng *rand.Rand, actions []func()) {
 	}
 }
 
+// fleet is an edge agent forwarding to a central one, and the faults the
+// forwarding tests inject into them.
+type fleet struct {
+	t             *testing.T
+	rng           *rand.Rand
+	edge, central *agent
+	kills         int
+}
+
+func (f *fleet) killEdge() { f.edge.kill(); f.kills++; f.edge.start() }
+
+func (f *fleet) killCentral() {
+	f.central.kill()
+	f.kills++
+	time.Sleep(time.Duration(f.rng.IntN(500)) * time.Millisecond)
+	f.central.start()
+}
+
+// cut stops the central agent for a while: the link is down.
+func (f *fleet) cut() { f.central.stop(); time.Sleep(3 * time.Second); f.central.start() }
+
+func (f *fleet) killBoth() {
+	f.central.kill()
+	f.edge.kill()
+	f.kills += 2
+	f.edge.start()
+	f.central.start()
+}
+
+// run runs the actions under load, a random 1-3 s apart, and checks that
+// there were at least ten kills.
+func (f *fleet) run(load *fwdLoad, actions ...func()) {
+	f.t.Helper()
+	chaos(f.t, f.rng, actions)
+	load.finish()
+	if f.kills < 10 {
+		f.t.Fatalf("only %d kills", f.kills)
+	}
+}
+
+// startEdge starts an edge agent with the outputs section given; it waits
+// for /health only, since its output may be failing.
+func startEdge(t *testing.T, outputs string) *agent {
+	t.Helper()
+	dir, p := t.TempDir(), newPorts(t)
+	cfg := baseConfig(dir, p, "max_wal_size: 128KiB", "mqtt: {enabled: false}") + "\n" + outputs
+	edge := newAgent(t, dir, p, cfg)
+	edge.ReadyPath = "/health"
+	edge.start()
+	return edge
+}
+
 // TestForwardInfluxUnderKills: an edge agent forwards over HTTP (the influx
 // output) to a second agent acting as the central store; both are killed
 // at random moments under steady load, and the central one is stopped for a
 // while (the link is down). In the end the central DuckDB holds every point
 // the edge acknowledged, exactly once.
 func TestForwardInfluxUnderKills(t *testing.T) {
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	cdir, edir := t.TempDir(), t.TempDir()
-	cp, ep := newPorts(t), newPorts(t)
-	central := startAgent(t, cdir, cp, baseConfig(cdir, cp, "", "mqtt: {enabled: false}"))
-	edgeCfg := baseConfig(edir, ep, "max_wal_size: 128KiB", "mqtt: {enabled: false}") + fmt.Sprintf(`
-outputs:
+	f := &fleet{t: t, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
+	cdir, cp := t.TempDir(), newPorts(t)
+	f.central = startAgent(t, cdir, cp, baseConfig(cdir, cp, "", "mqtt: {enabled: false}"))
+	f.edge = startEdge(t, fmt.Sprintf(`outputs:
   influx:
     - name: central
       url: http://127.0.0.1:%d
@@ -194,54 +244,36 @@ outputs:
       retry_min: 50ms
       retry_max: 500ms
       timeout: 5s
-`, cp.HTTP)
-	edge := newAgent(t, edir, ep, edgeCfg)
-	edge.ReadyPath = "/health"
-	edge.start()
+`, cp.HTTP))
 
-	load := startFwdLoad(edge.HTTP, 2)
-	kills := 0
-	killEdge := func() { edge.kill(); kills++; edge.start() }
-	killCentral := func() {
-		central.kill()
-		kills++
-		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
-		central.start()
-	}
-	cut := func() { central.stop(); time.Sleep(3 * time.Second); central.start() }
-	killBoth := func() { central.kill(); edge.kill(); kills += 2; edge.start(); central.start() }
-	chaos(t, rng, []func(){killEdge, killCentral, killEdge, cut, killCentral, killEdge, killBoth, killCentral, killEdge, cut, killEdge, killCentral})
-	load.finish()
-	if kills < 10 {
-		t.Fatalf("only %d kills", kills)
-	}
-	st := waitForwarded(t, edge, "central", 2*time.Minute)
-	t.Logf("edge output after %d kills: %+v", kills, st)
+	load := startFwdLoad(f.edge.HTTP, 2)
+	f.run(load, f.killEdge, f.killCentral, f.killEdge, f.cut, f.killCentral, f.killEdge, f.killBoth,
+		f.killCentral, f.killEdge, f.cut, f.killEdge, f.killCentral)
+	st := waitForwarded(t, f.edge, "central", 2*time.Minute)
+	t.Logf("edge output after %d kills: %+v", f.kills, st)
 	if st.Retries == 0 {
 		t.Error("the output never retried: the link was never seen down")
 	}
-	edge.stop()
-	central.stop()
-	checkCentral(t, central.dbPath(), load)
+	f.edge.stop()
+	f.central.stop()
+	checkCentral(t, f.central.dbPath(), load)
 }
 
 // TestForwardMQTTUnderKills: the same through mosquitto, with the mqtt
 // output on the edge and the central agent subscribed with a persistent
 // session.
 func TestForwardMQTTUnderKills(t *testing.T) {
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
-	bdir, cdir, edir := t.TempDir(), t.TempDir(), t.TempDir()
-	broker := startMosquitto(t, bdir, 0)
-	cp, ep := newPorts(t), newPorts(t)
-	central := startAgent(t, cdir, cp, baseConfig(cdir, cp, "", fmt.Sprintf(`mqtt:
+	f := &fleet{t: t, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))}
+	broker := startMosquitto(t, t.TempDir(), 0)
+	cdir, cp := t.TempDir(), newPorts(t)
+	f.central = startAgent(t, cdir, cp, baseConfig(cdir, cp, "", fmt.Sprintf(`mqtt:
   enabled: true
   brokers: [%s]
   client_id: central-%d
   clean_session: false
   subscriptions:
     - {topic: "fleet/#", qos: 1, format: influx}`, broker.Addr, cp.Admin)))
-	edgeCfg := baseConfig(edir, ep, "max_wal_size: 128KiB", "mqtt: {enabled: false}") + fmt.Sprintf(`
-outputs:
+	f.edge = startEdge(t, fmt.Sprintf(`outputs:
   mqtt:
     - name: upstream
       brokers: [%s]
@@ -251,37 +283,22 @@ outputs:
       retry_min: 50ms
       retry_max: 500ms
       timeout: 5s
-`, broker.Addr, ep.Admin)
-	edge := newAgent(t, edir, ep, edgeCfg)
-	edge.ReadyPath = "/health"
-	edge.start()
+`, broker.Addr, f.rng.Uint32()))
 
-	load := startFwdLoad(edge.HTTP, 2)
-	kills := 0
-	killEdge := func() { edge.kill(); kills++; edge.start() }
-	killCentral := func() {
-		central.kill()
-		kills++
-		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
-		central.start()
-	}
-	cut := func() { central.stop(); time.Sleep(3 * time.Second); central.start() }
+	load := startFwdLoad(f.edge.HTTP, 2)
 	restartBroker := func() { broker.restart(time.Second) }
-	chaos(t, rng, []func(){killEdge, killCentral, killEdge, restartBroker, killCentral, killEdge, cut, killCentral, killEdge, killCentral, killEdge, killCentral})
-	load.finish()
-	if kills < 10 {
-		t.Fatalf("only %d kills", kills)
-	}
-	st := waitForwarded(t, edge, "upstream", 2*time.Minute)
-	t.Logf("edge output after %d kills: %+v", kills, st)
+	f.run(load, f.killEdge, f.killCentral, f.killEdge, restartBroker, f.killCentral, f.killEdge, f.cut,
+		f.killCentral, f.killEdge, f.killCentral, f.killEdge, f.killCentral)
+	st := waitForwarded(t, f.edge, "upstream", 2*time.Minute)
+	t.Logf("edge output after %d kills: %+v", f.kills, st)
 	// The central agent takes what the broker queued for its session.
 	deadline := time.Now().Add(2 * time.Minute)
-	for queryAgentInt(t, central, `SELECT count(*) FROM readings WHERE measurement = 'fwd'`) < int64(len(load.acked)) && time.Now().Before(deadline) {
+	for queryAgentInt(t, f.central, `SELECT count(*) FROM readings WHERE measurement = 'fwd'`) < int64(len(load.acked)) && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
-	edge.stop()
-	central.stop()
-	checkCentral(t, central.dbPath(), load)
+	f.edge.stop()
+	f.central.stop()
+	checkCentral(t, f.central.dbPath(), load)
 }
 
 // TestOutputBudget: an output whose target is unreachable, past its disk

@@ -368,10 +368,8 @@ func (p *rawPoint) toPoint() (Point, error) {
 	return pt, nil
 }
 
-// decodeBatch decodes a whole record into a Batch, copying everything.
-func decodeBatch(rec []byte) (*Batch, error) {
-	d := decoder{b: rec}
-	b := &Batch{Source: string(d.batchHeader())}
+// points decodes the points that follow a record's header, copying each.
+func (d *decoder) points(add func(Point)) error {
 	n := d.count("point count", 4)
 	var rp rawPoint
 	for i := 0; i < n && d.err == nil; i++ {
@@ -381,9 +379,19 @@ func decodeBatch(rec []byte) (*Batch, error) {
 		}
 		pt, err := rp.toPoint()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		b.Points = append(b.Points, pt)
+		add(pt)
+	}
+	return d.err
+}
+
+// decodeBatch decodes a whole record into a Batch, copying everything.
+func decodeBatch(rec []byte) (*Batch, error) {
+	d := decoder{b: rec}
+	b := &Batch{Source: string(d.batchHeader())}
+	if err := d.points(func(p Point) { b.Points = append(b.Points, p) }); err != nil {
+		return nil, err
 	}
 	nr := d.count("reject count", 6)
 	for i := 0; i < nr && d.err == nil; i++ {

@@ -178,17 +178,7 @@ func writeCursor(path string, pos wal.Position) error {
 	return err
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func syncDir(dir string) error { return wal.OSFS().SyncDir(dir) }
 
 // Feed returns the feed declared under name in Config.Feeds.
 func (s *Store) Feed(name string) (*Feed, error) {
@@ -255,20 +245,7 @@ func (f *Feed) Read(ctx context.Context, maxPoints int) (*FeedBatch, error) {
 func appendRecordPoints(b *FeedBatch, rec []byte) error {
 	d := decoder{b: rec}
 	d.batchHeader()
-	n := d.count("point count", 4)
-	var rp rawPoint
-	for i := 0; i < n && d.err == nil; i++ {
-		d.point(&rp)
-		if d.err != nil {
-			break
-		}
-		pt, err := rp.toPoint()
-		if err != nil {
-			return err
-		}
-		b.Points = append(b.Points, pt)
-	}
-	return d.err
+	return d.points(func(p Point) { b.Points = append(b.Points, p) })
 }
 
 func (f *Feed) noteCaughtUp() {

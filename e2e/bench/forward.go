@@ -59,17 +59,11 @@ func (a *agentProc) output(ctx context.Context, name string) (outputStats, error
 func runForward(e env, sync string, series int, points int64) (res forwardResult, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
-	dir, err := os.MkdirTemp(e.workDir, "forward-")
+	dir, err := e.runDir("forward-")
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("%w\n(files of this run kept in %s)", err, dir)
-		} else if !e.keep {
-			os.RemoveAll(dir)
-		}
-	}()
+	defer e.cleanRunDir(dir, &err)
 	edgeDir, centralDir := filepath.Join(dir, "edge"), filepath.Join(dir, "central")
 	for _, d := range []string{edgeDir, centralDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

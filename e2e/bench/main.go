@@ -270,7 +270,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs, BrokerConf: o.brokerConf, Publisher: o.publisher,
-		Command: strings.TrimSpace("go run ./e2e/bench " + strings.Join(args, " "))}
+		Command: commandLine(args)}
 	logf("bench: %d scenarios × %d runs on %s, %d cores, load %s", len(scs), o.runs, rep.Machine.CPU, rep.Machine.Cores, rep.Machine.LoadBefore)
 
 	results := map[string][]runResult{}
@@ -401,6 +401,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+// commandLine is the command as a person would type it again, quoting the
+// arguments a shell would split or drop.
+func commandLine(args []string) string {
+	out := []string{"go", "run", "./e2e/bench"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\"'$*?") {
+			a = strconv.Quote(a)
+		}
+		out = append(out, a)
+	}
+	return strings.Join(out, " ")
 }
 
 func halfOf(halves []scenario, sc scenario) *scenario {

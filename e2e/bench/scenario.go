@@ -156,21 +156,28 @@ func (s *sampler) stop() []sample {
 // runOnce starts an agent (and a broker for MQTT), drives the scenario's
 // load into it, waits until DuckDB holds every point, checks the count,
 // stops the agent and measures the file.
+// runDir makes a fresh directory for one run under the work directory.
+func (e env) runDir(prefix string) (string, error) { return os.MkdirTemp(e.workDir, prefix) }
+
+// cleanRunDir, deferred, removes a run's directory when the run went well
+// (and -keep is off), and otherwise names it in the error.
+func (e env) cleanRunDir(dir string, err *error) {
+	if *err != nil {
+		*err = fmt.Errorf("%w\n(files of this run kept in %s)", *err, dir)
+	} else if !e.keep {
+		os.RemoveAll(dir)
+	}
+}
+
 func runOnce(e env, sc scenario) (res runResult, err error) {
 	res.Sc = sc
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
-	dir, err := os.MkdirTemp(e.workDir, "run-")
+	dir, err := e.runDir("run-")
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("%w\n(files of this run kept in %s)", err, dir)
-		} else if !e.keep {
-			os.RemoveAll(dir)
-		}
-	}()
+	defer e.cleanRunDir(dir, &err)
 	cfg, err := newAgentConfig(dir, sc.Sync, sc.Input)
 	if err != nil {
 		return res, err
@@ -417,17 +424,11 @@ type recoveryResult struct {
 func runRecovery(e env, sync string, series int, target int64) (res recoveryResult, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
-	dir, err := os.MkdirTemp(e.workDir, "recovery-")
+	dir, err := e.runDir("recovery-")
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("%w\n(files of this run kept in %s)", err, dir)
-		} else if !e.keep {
-			os.RemoveAll(dir)
-		}
-	}()
+	defer e.cleanRunDir(dir, &err)
 	cfg, err := newAgentConfig(dir, sync, "tcp")
 	if err != nil {
 		return res, err
