@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -112,14 +114,10 @@ func exportDaily(store *storage.Store, dir string, log *slog.Logger, stop <-chan
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		now := time.Now().UTC()
-		today := now.Truncate(24 * time.Hour)
-		yesterday := today.AddDate(0, 0, -1)
-		// Five minutes of grace for points of yesterday still on their way.
-		if _, err := os.Stat(storage.ExportFile(dir, yesterday)); os.IsNotExist(err) && now.Sub(today) >= 5*time.Minute {
+		if day, due := exportDue(dir, time.Now()); due {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-			if _, err := store.Export(ctx, yesterday, yesterday); err != nil {
-				log.Error("daily Parquet export failed; retried in a minute", "day", yesterday.Format(time.DateOnly), "err", err)
+			if _, err := store.Export(ctx, day, day); err != nil {
+				log.Error("daily Parquet export failed; retried in a minute", "day", day.Format(time.DateOnly), "err", err)
 			}
 			cancel()
 		}
@@ -129,4 +127,17 @@ func exportDaily(store *storage.Store, dir string, log *slog.Logger, stop <-chan
 			return
 		}
 	}
+}
+
+// exportDue says whether the day before now (UTC) is still to be exported:
+// its file is missing and the day is over by five minutes, a grace for
+// points of that day still on their way.
+func exportDue(dir string, now time.Time) (day time.Time, due bool) {
+	today := now.UTC().Truncate(24 * time.Hour)
+	day = today.AddDate(0, 0, -1)
+	if now.Sub(today) < 5*time.Minute {
+		return day, false
+	}
+	_, err := os.Stat(storage.ExportFile(dir, day))
+	return day, errors.Is(err, fs.ErrNotExist)
 }

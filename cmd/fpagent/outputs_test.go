@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/fpagent/fpagent/internal/config"
+	"github.com/fpagent/fpagent/storage"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -133,5 +136,33 @@ func TestOutputWiring(t *testing.T) {
 	stopped = true
 	if !a.shutdown() {
 		t.Fatal("unclean shutdown")
+	}
+}
+
+func TestExportDue(t *testing.T) {
+	dir := t.TempDir()
+	done := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	if err := os.MkdirAll(filepath.Dir(storage.ExportFile(dir, done)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(storage.ExportFile(dir, done), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		now  string
+		day  string
+		want bool
+	}{
+		{"2026-11-26T00:04:59Z", "2026-11-25", false}, // within the grace
+		{"2026-11-26T00:05:00Z", "2026-11-25", true},
+		{"2026-11-26T17:00:00Z", "2026-11-25", true},  // started late in the day
+		{"2026-11-25T12:00:00Z", "2026-11-24", false}, // already exported
+		{"2026-11-27T01:30:00+02:00", "2026-11-25", true}, // 23:30 UTC on the 26th
+	} {
+		now, _ := time.Parse(time.RFC3339, c.now)
+		day, due := exportDue(dir, now)
+		if day.Format(time.DateOnly) != c.day || due != c.want {
+			t.Errorf("exportDue at %s = %s, %v; want %s, %v", c.now, day.Format(time.DateOnly), due, c.day, c.want)
+		}
 	}
 }
