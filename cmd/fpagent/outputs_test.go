@@ -155,8 +155,8 @@ func TestExportDue(t *testing.T) {
 	}{
 		{"2026-11-26T00:04:59Z", "2026-11-25", false}, // within the grace
 		{"2026-11-26T00:05:00Z", "2026-11-25", true},
-		{"2026-11-26T17:00:00Z", "2026-11-25", true},  // started late in the day
-		{"2026-11-25T12:00:00Z", "2026-11-24", false}, // already exported
+		{"2026-11-26T17:00:00Z", "2026-11-25", true},      // started late in the day
+		{"2026-11-25T12:00:00Z", "2026-11-24", false},     // already exported
 		{"2026-11-27T01:30:00+02:00", "2026-11-25", true}, // 23:30 UTC on the 26th
 	} {
 		now, _ := time.Parse(time.RFC3339, c.now)
