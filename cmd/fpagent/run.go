@@ -154,6 +154,7 @@ func (a *agent) run() int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	servePprof(a.log)
 	code, err := a.start()
 	if err != nil {
 		a.log.Error("cannot start", "err", err)

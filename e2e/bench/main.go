@@ -33,6 +33,7 @@ func main() {
 type options struct {
 	bin, out, plot, dir   string
 	brokerConf, publisher string
+	storage               string
 	inputs, syncs         []string
 	series                []int
 	points, mqttMessages  int64
@@ -110,6 +111,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
 	fs.Int64Var(&o.forward, "forward", 0, "also time forwarding a backlog of this many points from an edge agent to a central one over the influx output (issue 9: 10000000; 0: skip)")
 	fs.Var(&o.recoveryBytes, "recovery-bytes", "WAL backlog to recover after kill -9, e.g. 1GiB (0: skip the recovery runs)")
+	fs.StringVar(&o.storage, "storage", "", `more storage keys for the agent, separated by ";" (e.g. "duckdb: {threads: 1}; sync_interval: 10ms"); the table says so`)
 	fs.StringVar(&o.brokerConf, "broker-conf", "", `more mosquitto.conf lines, separated by ";" (e.g. "max_inflight_messages 1000"); the table says so`)
 	fs.StringVar(&o.publisher, "publisher", "raw", "MQTT publisher: raw (a lean MQTT 3.1.1 QoS 1 publisher, little CPU taken from the agent) or paho")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
@@ -251,7 +253,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer os.RemoveAll(work)
 	}
 	e := env{workDir: work, keep: o.keep, conns: o.conns, tcpBatch: o.tcpBatch, httpBatch: o.httpBatch,
-		udpBatch: o.udpBatch, brokerConf: o.brokerConf, paho: o.publisher == "paho", interval: o.interval, timeout: o.timeout, logf: logf, bin: o.bin}
+		udpBatch: o.udpBatch, brokerConf: o.brokerConf, storage: strings.ReplaceAll(o.storage, ";", "\n"), paho: o.publisher == "paho", interval: o.interval, timeout: o.timeout, logf: logf, bin: o.bin}
 	if e.bin == "" {
 		logf("building fpagent (go build -trimpath; the first build compiles DuckDB and takes minutes)")
 		if e.bin, err = buildAgent(work); err != nil {
@@ -269,7 +271,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs, BrokerConf: o.brokerConf, Publisher: o.publisher,
+	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs, BrokerConf: o.brokerConf, Storage: o.storage, Publisher: o.publisher,
 		Command: commandLine(args)}
 	logf("bench: %d scenarios × %d runs on %s, %d cores, load %s", len(scs), o.runs, rep.Machine.CPU, rep.Machine.Cores, rep.Machine.LoadBefore)
 

@@ -149,6 +149,7 @@ func summarizeForward(sync string, series int, rs []forwardResult, failed int) f
 type report struct {
 	Machine    machine
 	BrokerConf string
+	Storage    string // extra storage keys, as given to -storage
 	Publisher  string
 	Command    string
 	Runs       int
@@ -200,6 +201,9 @@ func (rep report) writeMarkdown(w io.Writer) {
 	}
 	broker += ", MQTT publisher " + rep.Publisher
 	fmt.Fprintf(w, "- fpagent %s (commit %s), %s, DuckDB %s; %s\n", m.AgentVersion, m.Commit, m.GoVersion, m.DuckDB, broker)
+	if rep.Storage != "" {
+		fmt.Fprintf(w, "- Storage settings beyond the defaults: `%s`\n", rep.Storage)
+	}
 	fmt.Fprintf(w, "- Started %s, took %s; load average (1, 5, 15 min) %s before, %s after",
 		m.Started.Format(time.RFC3339), rep.Elapsed.Round(time.Second), m.LoadBefore, m.LoadAfter)
 	if busy(m.LoadBefore, m.Cores) || busy(m.LoadAfter, m.Cores) {

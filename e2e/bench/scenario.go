@@ -87,6 +87,7 @@ type env struct {
 	bin        string
 	mosquitto  string
 	brokerConf string // more mosquitto.conf lines, ;-separated
+	storage    string // more storage keys for every agent, one per line
 	paho       bool   // publish with paho
 	workDir    string
 	keep       bool
@@ -182,6 +183,7 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 	if err != nil {
 		return res, err
 	}
+	cfg.Storage = e.storage
 	var br *broker
 	if sc.Input == "mqtt" {
 		if br, err = startBroker(e.mosquitto, dir, e.brokerConf); err != nil {
