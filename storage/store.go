@@ -549,7 +549,7 @@ func (s *Store) flusher(st *seriesTable, w *writer) {
 		if stopping && s.abandoned.Load() {
 			return
 		}
-		err := s.drain(p, st, w)
+		err := s.drain(p, st, w, stopping)
 		if err == nil {
 			backoff = 0
 			if !s.ready.Load() {
@@ -637,7 +637,12 @@ func (s *Store) commitLoop(ctx context.Context, jobs <-chan commitJob, results c
 
 // drain flushes until the WAL is caught up, or a transaction fails. It
 // returns with no transaction in flight.
-func (s *Store) drain(p *pipeline, st *seriesTable, w *writer) error {
+// When it has caught up with the WAL (and all is false) it builds the next
+// transaction while one commits only once enough readings arrived (see
+// awaitMore): otherwise a steady trickle would be written in many tiny
+// transactions, each paying DuckDB's fixed cost of a commit. A backlog (a
+// full transaction) is drained without pause.
+func (s *Store) drain(p *pipeline, st *seriesTable, w *writer, all bool) error {
 	for {
 		if p.reader == nil {
 			from := s.checkpoint.Load() + 1
@@ -667,6 +672,35 @@ func (s *Store) drain(p *pipeline, st *seriesTable, w *writer) error {
 		p.jobs <- commitJob{fb: fb, w: w, start: start}
 		p.inflight = true
 		p.next ^= 1
+		if all || len(fb.rows) >= s.cfg.MaxFlushRows {
+			continue
+		}
+		if done, err := s.awaitMore(p, max(s.cfg.BatchSize, len(fb.rows))); done {
+			return err
+		}
+	}
+}
+
+// awaitMore waits, while a transaction commits, until want more readings
+// were stored (then the next transaction is built at once, overlapping the
+// commit, and it is no smaller than the one committing) or the commit ends
+// first (then the flush is done for now; the next starts when batch_size
+// readings are pending or at flush_interval).
+func (s *Store) awaitMore(p *pipeline, want int) (done bool, err error) {
+	poll := time.NewTicker(2 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case res := <-p.results:
+			p.inflight = false
+			return true, s.settle(res)
+		case <-poll.C:
+			if s.pendingPts.Load() >= int64(want) {
+				return false, nil
+			}
+		case <-s.stop:
+			return false, nil // Close: drain what is left
+		}
 	}
 }
 
