@@ -334,7 +334,7 @@ func FuzzEncode(f *testing.F) {
 	f.Add("cpu", "host", "a b", "k2", "c,d=e", "v", "say \"hi\"\\", 1.5, int64(-3), uint64(7), true, int64(1_700_000_000_000_000_000))
 	f.Add("#m", "k", "v", "k", "w", "f", "", math.NaN(), int64(0), uint64(0), false, int64(0))
 	f.Add("m\\", "k\\", "v\n", "", "", "f\\", "\xff", math.Inf(1), int64(math.MinInt64), uint64(math.MaxUint64), false, int64(-1))
-	f.Add("m", "a", "x\\ y", "b", "=", "f g", "a\r\tb", -0.0, int64(1), uint64(1), true, int64(math.MaxInt64))
+	f.Add("m", "a", "x\\ y", "b", "=", "f g", "a\r\tb", math.Copysign(0, -1), int64(1), uint64(1), true, int64(math.MaxInt64))
 	f.Fuzz(func(t *testing.T, m, tk1, tv1, tk2, tv2, fk, s string, fl float64, i int64, u uint64, bo bool, ts int64) {
 		p := storage.Point{Measurement: m, Time: ts}
 		for _, tg := range [][2]string{{tk1, tv1}, {tk2, tv2}} {

@@ -93,10 +93,13 @@ func New(cfg Config) (*Sender, error) {
 	po.SetCleanSession(true)
 	po.SetKeepAlive(cfg.Keepalive)
 	po.SetConnectTimeout(cfg.ConnectTimeout)
-	po.SetAutoReconnect(true)
-	po.SetConnectRetry(true)
-	po.SetConnectRetryInterval(time.Second)
-	po.SetMaxReconnectInterval(30 * time.Second)
+	// No automatic reconnect: on reconnecting, paho re-sends the messages
+	// it holds and completes the tokens of the first attempt without an
+	// error, so a batch would count as sent while its messages sat in paho's
+	// memory, lost if the agent died then. Instead a lost connection fails
+	// every token in flight, and Send connects again itself.
+	po.SetAutoReconnect(false)
+	po.SetConnectRetry(false)
 	po.SetWriteTimeout(cfg.Timeout)
 	if cfg.TLS.Set() {
 		tc, err := cfg.TLS.Config()
@@ -106,7 +109,6 @@ func New(cfg Config) (*Sender, error) {
 		po.SetTLSConfig(tc)
 	}
 	s := &Sender{cfg: cfg, topic: t, client: paho.NewClient(po)}
-	s.client.Connect() // with ConnectRetry, it keeps trying in the background
 	return s, nil
 }
 
@@ -119,8 +121,8 @@ func orDefault[T int | time.Duration](v, def T) T {
 
 // Send publishes b and waits for the broker to acknowledge every message.
 func (s *Sender) Send(ctx context.Context, b *outputs.Batch) error {
-	if !s.client.IsConnectionOpen() {
-		return fmt.Errorf("not connected to %s", strings.Join(s.cfg.Brokers, ","))
+	if err := s.connect(ctx); err != nil {
+		return err
 	}
 	s.msgs = s.pack(b, s.msgs[:0])
 	tokens := make([]paho.Token, len(s.msgs))
@@ -163,6 +165,28 @@ func (s *Sender) pack(b *outputs.Batch, msgs []message) []message {
 		last, lines = len(msgs)-1, 1
 	}
 	return msgs
+}
+
+// connect opens the connection when it is not up, waiting up to
+// ConnectTimeout; the forwarder's backoff paces the attempts.
+func (s *Sender) connect(ctx context.Context) error {
+	if s.client.IsConnectionOpen() {
+		return nil
+	}
+	t := s.client.Connect()
+	timer := time.NewTimer(s.cfg.ConnectTimeout + time.Second)
+	defer timer.Stop()
+	select {
+	case <-t.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("connect to %s: no answer within %s", strings.Join(s.cfg.Brokers, ","), s.cfg.ConnectTimeout)
+	}
+	if err := t.Error(); err != nil {
+		return fmt.Errorf("connect to %s: %w", strings.Join(s.cfg.Brokers, ","), err)
+	}
+	return nil
 }
 
 // Connected reports whether the connection to the broker is up.
