@@ -323,6 +323,14 @@ func startMosquitto(t testing.TB, dir string, port int) *mosquitto {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
+	// ...and reach it: a t.TempDir() sits in a directory only root may
+	// enter, where mosquitto logs "Error saving in-memory database" and
+	// loses its queues on a restart (use brokerDir).
+	for d := filepath.Dir(dir); d != filepath.Dir(d); d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			t.Fatalf("mosquitto's persistence directory %s is under %s (mode %v), which its user cannot enter; use brokerDir(t)", dir, d, fi.Mode().Perm())
+		}
+	}
 	if port == 0 {
 		port = freePort(t)
 	}
