@@ -335,7 +335,14 @@ func waitUDP(ctx context.Context, a *agentProc, port int, datagrams int64) (agen
 		}
 		in := st.Inputs["udp"]
 		if int64(in.Payloads+drops) >= datagrams && in.PersistedPoints+in.DroppedPoints+in.RejectedPoints >= in.ReceivedPoints {
-			return st, time.Now(), drops, nil
+			// Every datagram is read, but up to inputs.udp.queue_datagrams
+			// of them may wait in the agent's queue, counted as points only
+			// once parsed: wait for the counts to stop changing too.
+			st, at, err := waitSettled(ctx, a, 300*time.Millisecond)
+			if err == nil {
+				drops, err = udpDrops(a.pid(), port)
+			}
+			return st, at, drops, err
 		}
 		select {
 		case <-ctx.Done():
