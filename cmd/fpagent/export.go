@@ -21,9 +21,7 @@ func cmdExport(args []string, stdout, stderr io.Writer) int {
 	day := fs.String("day", "", "one UTC day")
 	from := fs.String("from", "", "first UTC day of a range")
 	to := fs.String("to", "", "last UTC day of a range (inclusive)")
-	addr := fs.String("addr", "", "admin API address (default: admin.listen of -config, else 127.0.0.1:8187)")
-	cfgPath := fs.String("config", "", "read admin.listen and admin.token from this config file")
-	token := fs.String("token", "", "admin bearer token (default: $FPAGENT_ADMIN_TOKEN, else admin.token of -config)")
+	target := adminFlags(fs)
 	timeout := fs.Duration("timeout", time.Hour, "give up after this long")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -32,7 +30,7 @@ func cmdExport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "fpagent export: give -day, or -from and -to, or nothing (yesterday); see fpagent export -h")
 		return exitUsage
 	}
-	if err := resolveAdmin(*cfgPath, addr, token); err != nil {
+	if err := target.resolve(); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
@@ -44,7 +42,7 @@ func cmdExport(args []string, stdout, stderr io.Writer) int {
 		q.Set("from", *from)
 		q.Set("to", *to)
 	}
-	data, _, err := call(&http.Client{Timeout: *timeout}, baseURL(*addr)+"/api/v1/export?"+q.Encode(), *token, nil)
+	data, _, err := call(&http.Client{Timeout: *timeout}, baseURL(*target.addr)+"/api/v1/export?"+q.Encode(), *target.token, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "fpagent export: %v\n", err)
 		return exitFailure

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -22,10 +23,8 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 			"(POST /api/v1/query) and print the rows: a readable table by default.\n"+
 			"Tables: readings (ts, key, measurement, tags, fields), latest (key, ts, record),\n"+
 			"dead_letters. Example: fpagent query \"SELECT count(*) FROM readings\"", stderr)
-	addr := fs.String("addr", "", "admin API address (default: admin.listen of -config, else 127.0.0.1:8187)")
+	target := adminFlags(fs)
 	format := fs.String("format", "table", "output: table, csv or json")
-	cfgPath := fs.String("config", "", "read admin.listen and admin.token from this config file")
-	token := fs.String("token", "", "admin bearer token (default: $FPAGENT_ADMIN_TOKEN, else admin.token of -config)")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
 	flush := fs.Bool("flush", false, "first flush what the WAL holds into DuckDB (POST /api/v1/flush), so the query sees the latest writes")
 	if code, ok := parseFlags(fs, args); !ok {
@@ -39,7 +38,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fpagent query: -format %q is not table, csv or json\n", *format)
 		return exitUsage
 	}
-	if err := resolveAdmin(*cfgPath, addr, token); err != nil {
+	if err := target.resolve(); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
@@ -49,13 +48,13 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	}
 	client := &http.Client{Timeout: *timeout}
 	if *flush {
-		if _, _, err := call(client, baseURL(*addr)+"/api/v1/flush", *token, nil); err != nil {
+		if _, _, err := call(client, baseURL(*target.addr)+"/api/v1/flush", *target.token, nil); err != nil {
 			fmt.Fprintf(stderr, "fpagent query: flush: %v\n", err)
 			return exitFailure
 		}
 	}
 	body, _ := json.Marshal(map[string]string{"q": fs.Arg(0), "format": wire})
-	data, hdr, err := call(client, baseURL(*addr)+"/api/v1/query", *token, body)
+	data, hdr, err := call(client, baseURL(*target.addr)+"/api/v1/query", *target.token, body)
 	if err != nil {
 		fmt.Fprintf(stderr, "fpagent query: %v\n", err)
 		return exitFailure
@@ -90,25 +89,37 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// resolveAdmin fills in the admin API address and token the flags left
-// empty: from the config file, $FPAGENT_ADMIN_TOKEN, or the defaults.
-func resolveAdmin(cfgPath string, addr, token *string) error {
+// adminTarget is how a command reaches the running agent's admin API.
+type adminTarget struct{ addr, cfgPath, token *string }
+
+// adminFlags adds -addr, -config and -token to fs.
+func adminFlags(fs *flag.FlagSet) adminTarget {
+	return adminTarget{
+		addr:    fs.String("addr", "", "admin API address (default: admin.listen of -config, else 127.0.0.1:8187)"),
+		cfgPath: fs.String("config", "", "read admin.listen and admin.token from this config file"),
+		token:   fs.String("token", "", "admin bearer token (default: $FPAGENT_ADMIN_TOKEN, else admin.token of -config)"),
+	}
+}
+
+// resolve fills in the address and token the flags left empty: from the
+// config file, $FPAGENT_ADMIN_TOKEN, or the defaults.
+func (t adminTarget) resolve() error {
 	cfg := config.Default()
-	if cfgPath != "" {
-		c, err := config.Load(cfgPath)
+	if *t.cfgPath != "" {
+		c, err := config.Load(*t.cfgPath)
 		if err != nil {
 			return err
 		}
 		cfg = c
 	}
-	if *addr == "" {
-		*addr = cfg.Admin.Listen
+	if *t.addr == "" {
+		*t.addr = cfg.Admin.Listen
 	}
-	if *token == "" {
-		*token = os.Getenv("FPAGENT_ADMIN_TOKEN")
+	if *t.token == "" {
+		*t.token = os.Getenv("FPAGENT_ADMIN_TOKEN")
 	}
-	if *token == "" {
-		*token = cfg.Admin.Token
+	if *t.token == "" {
+		*t.token = cfg.Admin.Token
 	}
 	return nil
 }
