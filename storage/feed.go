@@ -131,6 +131,21 @@ func (s *Store) openFeeds() error {
 	return nil
 }
 
+// feedsMayBeOver reports whether any feed could be over its budget, with
+// one look at the WAL from the lowest cursor: the store's hot path need not
+// measure every feed while all of them are well within budget.
+func (s *Store) feedsMayBeOver() bool {
+	if len(s.feeds) == 0 {
+		return false
+	}
+	floor, budget := s.feeds[0].Cursor(), s.feeds[0].cfg.DiskBudget
+	for _, f := range s.feeds[1:] {
+		floor, budget = min(floor, f.Cursor()), min(budget, f.cfg.DiskBudget)
+	}
+	_, bytes := s.wal.Behind(floor)
+	return bytes >= budget
+}
+
 // feedStart is the cursor of a new feed: just before the oldest record.
 func (s *Store) feedStart() wal.Position {
 	if first := s.wal.FirstPosition(); first > 0 {

@@ -374,9 +374,11 @@ func (s *Store) waitForRoom(ctx context.Context) error {
 		if backlog >= s.cfg.DiskBudget {
 			reason = fmt.Sprintf("unflushed data (%d bytes) reached disk_budget (%d bytes)", backlog, s.cfg.DiskBudget)
 		}
-		for _, f := range s.feeds {
-			if why := f.checkBudget(); why != "" && reason == "" {
-				reason = why
+		if s.feedsMayBeOver() {
+			for _, f := range s.feeds {
+				if why := f.checkBudget(); why != "" && reason == "" {
+					reason = why
+				}
 			}
 		}
 		if reason == "" {
