@@ -53,6 +53,8 @@ type WALStats struct {
 	Corruptions   uint64  `json:"corruptions_total"`
 	Gaps          uint64  `json:"gaps_total"`
 	WriteErrors   uint64  `json:"write_errors_total"`
+	Preallocated  uint64  `json:"preallocated_segments_total"`
+	PreallocFails uint64  `json:"preallocation_failures_total"`
 }
 
 // Stats returns a snapshot of the store's figures.
@@ -99,6 +101,8 @@ func (s *Store) Stats() Stats {
 			Corruptions:   ws.Corruptions,
 			Gaps:          ws.Gaps,
 			WriteErrors:   ws.WriteErrors,
+			Preallocated:  ws.Preallocated,
+			PreallocFails: ws.PreallocFailures,
 		},
 	}
 	if !lf.at.IsZero() {
@@ -147,6 +151,8 @@ var (
 	descCorruptions      = mDesc("wal_corruptions_total", "Damaged WAL regions found and set aside.")
 	descGaps             = mDesc("wal_gaps_total", "Missing WAL position ranges found.")
 	descWriteErrors      = mDesc("wal_write_errors_total", "Failed WAL writes or fsyncs.")
+	descPreallocated     = mDesc("wal_preallocated_segments_total", "WAL segments started in a zero-filled spare file.")
+	descPreallocFails    = mDesc("wal_preallocation_failures_total", "Spare WAL segments that could not be zero-filled (a full disk, most often); segments are then created empty.")
 )
 
 // Describe implements prometheus.Collector.
@@ -156,7 +162,7 @@ func (s *Store) Describe(ch chan<- *prometheus.Desc) {
 		descFlushErrors, descLastFlushSeconds, descLastFlushPoints, descRewrites, descDeadLetters,
 		descBackpressure, descStoreErrors, descSeries, descDuckDBBytes, descReady, descWALPosition,
 		descCheckpoint, descWALSegments, descWALBytes, descWALActiveBytes, descFsyncs, descFsyncSeconds,
-		descFsyncMax, descCorruptions, descGaps, descWriteErrors} {
+		descFsyncMax, descCorruptions, descGaps, descWriteErrors, descPreallocated, descPreallocFails} {
 		ch <- d
 	}
 }
@@ -203,4 +209,6 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 	c(descCorruptions, float64(st.WAL.Corruptions))
 	c(descGaps, float64(st.WAL.Gaps))
 	c(descWriteErrors, float64(st.WAL.WriteErrors))
+	c(descPreallocated, float64(st.WAL.Preallocated))
+	c(descPreallocFails, float64(st.WAL.PreallocFails))
 }

@@ -35,6 +35,7 @@ type Config struct {
 	BaseDir       string         // WAL directory (the seed's base_dir); default "./storage"
 	MaxWALSize    int64          // rotate a WAL segment at this size (max_wal_size); default 10 MiB
 	MaxWALAge     time.Duration  // rotate a WAL segment at this age (max_wal_age_seconds); default 300s
+	NoPreallocate bool           // do not zero-fill WAL segments ahead of use (wal_preallocate: false)
 	BatchSize     int            // flush once this many readings are pending (batch_size); default 1000
 	FlushInterval time.Duration  // flush at least this often when anything is pending; default 30s
 	MaxFlushRows  int            // readings in one flush transaction at most (bounds its memory: two batches of ~100 B a reading); default 125000
@@ -173,6 +174,7 @@ func Open(dbPath string, cfg Config) (*Store, error) {
 		MaxSegmentAge:  cfg.MaxWALAge,
 		Sync:           cfg.Sync,
 		SyncInterval:   cfg.SyncInterval,
+		Preallocate:    !cfg.NoPreallocate,
 		Logger:         cfg.Logger,
 	})
 	if err != nil {

@@ -1,8 +1,10 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 )
 
@@ -13,6 +15,7 @@ type batch struct {
 	buf   []byte
 	first Position // may change until written: see renumber
 	n     int
+	calls int           // appenders waiting on it
 	done  chan struct{} // made by the first appender who waits; closed once written (and synced under SyncAlways) or failed
 	err   error
 }
@@ -52,6 +55,7 @@ func (l *Log) AppendBatch(recs [][]byte) (last Position, err error) {
 		l.nextPos++
 	}
 	b.n += len(recs)
+	b.calls++
 	// Whoever finds no writer at work writes the batch itself, saving a
 	// goroutine switch when appends come one at a time; under load the
 	// flusher goroutine takes over and appenders only queue and wait.
@@ -109,7 +113,8 @@ func (l *Log) run() {
 		select {
 		case <-l.kick:
 			for {
-				l.flushOne()
+				released := l.flushOne()
+				l.gather(released)
 				l.mu.Lock()
 				if l.pending.n == 0 {
 					l.releaseRoleLocked()
@@ -128,15 +133,37 @@ func (l *Log) run() {
 	}
 }
 
-// flushOne writes the pending batch. Only the holder of the writer role calls it.
-func (l *Log) flushOne() {
+// gather lets the appenders just released by a write come back before the
+// next batch is taken, so that under steady concurrent load one fsync
+// covers every writer instead of two alternating halves of them. It waits
+// at most half the last fsync, yielding the processor to those appenders.
+func (l *Log) gather(released int) {
+	if released < 2 || l.opts.Sync != SyncAlways {
+		return
+	}
+	limit := time.Duration(l.lastFsync.Load()) / 2
+	start := time.Now()
+	for {
+		l.mu.Lock()
+		n := l.pending.calls
+		l.mu.Unlock()
+		if n >= released || time.Since(start) >= limit {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// flushOne writes the pending batch and returns how many appenders it
+// released. Only the holder of the writer role calls it.
+func (l *Log) flushOne() int {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.mu.Lock()
 	b := l.pending
 	if b.n == 0 {
 		l.mu.Unlock()
-		return
+		return 0
 	}
 	l.pending = &batch{buf: l.spare}
 	l.spare = nil
@@ -168,6 +195,7 @@ func (l *Log) flushOne() {
 		close(b.done)
 	}
 	l.mu.Unlock()
+	return b.calls
 }
 
 // write puts b in the active segment, rotating first when needed, and
@@ -216,7 +244,7 @@ func (l *Log) create(first, prevLast Position) error {
 	l.nextSeq++ // never reuse a name, even after a failure
 	name := segmentName(seq, first)
 	path := l.path(name)
-	f, err := l.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, pre, err := l.openNew(path)
 	if err != nil {
 		l.writeErrors.Add(1)
 		return fmt.Errorf("wal: create segment %s: %w", path, err)
@@ -240,8 +268,116 @@ func (l *Log) create(first, prevLast Position) error {
 	l.segs = append(l.segs, s)
 	l.activeSeg = s
 	l.mu.Unlock()
-	l.active, l.activeBorn, l.dirty = f, time.Now(), false
+	l.active, l.activeBorn, l.dirty, l.activePre = f, time.Now(), false, pre
+	if pre {
+		l.preallocs.Add(1)
+	}
+	if l.opts.Preallocate {
+		if l.opts.preallocInline {
+			l.prepareSpare(nil)
+		} else {
+			l.kickPrealloc()
+		}
+	}
 	return nil
+}
+
+// openNew opens the file for a new segment at path: the spare, renamed,
+// when one is ready (pre is then true: the file is longer than what is
+// written into it), else a new empty file.
+func (l *Log) openNew(path string) (f File, pre bool, err error) {
+	if l.spareReady.Swap(false) {
+		spare := l.path(preallocName)
+		if err := l.fs.Rename(spare, path); err != nil {
+			l.log.Warn("wal: cannot use the preallocated spare segment; creating one without", "file", spare, "err", err)
+		} else if f, err := l.fs.OpenFile(path, os.O_RDWR, 0); err != nil {
+			l.fs.Remove(path)
+			l.log.Warn("wal: cannot open the preallocated spare segment; creating one without", "file", path, "err", err)
+		} else {
+			return f, true, nil
+		}
+	}
+	f, err = l.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	return f, false, err
+}
+
+func (l *Log) kickPrealloc() {
+	select {
+	case l.preKick <- struct{}{}:
+	default:
+	}
+}
+
+// preallocator prepares a spare segment whenever the last one was used.
+func (l *Log) preallocator() {
+	defer close(l.preDone)
+	for {
+		select {
+		case <-l.preKick:
+			if !l.spareReady.Load() {
+				l.prepareSpare(l.quit)
+			}
+		case <-l.quit:
+			return
+		}
+	}
+}
+
+// prepareSpare writes a zero-filled, synced file of MaxSegmentSize bytes
+// under preallocName. It gives up when stop is closed. A failure (a full
+// disk, most often) is logged once per run of failures; segments are then
+// created empty and appended to, as without preallocation.
+func (l *Log) prepareSpare(stop <-chan struct{}) {
+	path := l.path(preallocName)
+	err := func() error {
+		f, err := l.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		zeros := make([]byte, min(l.opts.MaxSegmentSize, 1<<20))
+		for left := l.opts.MaxSegmentSize; left > 0 && err == nil; left -= int64(len(zeros)) {
+			select {
+			case <-stop:
+				err = ErrClosed
+			default:
+				_, err = f.Write(zeros[:min(left, int64(len(zeros)))])
+			}
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}()
+	if err != nil {
+		l.fs.Remove(path)
+		if err == ErrClosed {
+			return
+		}
+		l.preFailures.Add(1)
+		if !l.preFailing {
+			l.log.Warn("wal: cannot preallocate the next segment; segments are created without until it works again", "file", path, "bytes", l.opts.MaxSegmentSize, "err", err)
+		}
+		l.preFailing = true
+		return
+	}
+	if l.preFailing {
+		l.log.Info("wal: preallocating segments again", "file", path)
+		l.preFailing = false
+	}
+	l.spareReady.Store(true)
+}
+
+// dropSpare removes the spare at Close: the next Open makes its own.
+func (l *Log) dropSpare() {
+	if l.opts.Preallocate {
+		l.spareReady.Store(false)
+		if err := l.fs.Remove(l.path(preallocName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			l.log.Warn("wal: cannot remove the preallocated spare segment", "file", l.path(preallocName), "err", err)
+		}
+	}
 }
 
 // seal syncs and closes the active segment. A failed fsync here concerns
@@ -252,6 +388,16 @@ func (l *Log) seal() error {
 		return nil
 	}
 	var err error
+	if l.activePre {
+		// Cut the unwritten zeros, so that a sealed segment ends at its
+		// last record; recovery copes if this fails (see recover).
+		if terr := l.active.Truncate(l.activeSeg.size); terr != nil {
+			l.log.Warn("wal: cannot cut the preallocated end of a sealed segment", "file", l.path(l.activeSeg.name), "err", terr)
+		} else {
+			l.dirty = true
+		}
+		l.activePre = false
+	}
 	if l.dirty {
 		if err = l.fsync(); err != nil {
 			l.writeErrors.Add(1)
@@ -279,7 +425,7 @@ func (l *Log) abandon() {
 		l.active.Sync()
 	}
 	l.active.Close()
-	l.active, l.dirty = nil, false
+	l.active, l.dirty, l.activePre = nil, false, false
 	l.mu.Lock()
 	l.activeSeg = nil
 	l.mu.Unlock()

@@ -17,9 +17,14 @@ func benchLog(b *testing.B, sync SyncPolicy) *Log {
 	return benchLogFS(b, sync, nil)
 }
 
+// benchLogFS preallocates segments, as the agent does by default.
 func benchLogFS(b *testing.B, sync SyncPolicy, fs FS) *Log {
+	return benchLogOpts(b, Options{Sync: sync, FS: fs, Preallocate: true})
+}
+
+func benchLogOpts(b *testing.B, o Options) *Log {
 	b.Helper()
-	l, err := Open(b.TempDir(), Options{Sync: sync, FS: fs})
+	l, err := Open(b.TempDir(), o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,6 +96,9 @@ func BenchmarkAppendAlways(b *testing.B) {
 	for _, writers := range []int{1, 16, 256} {
 		b.Run(itoa(writers)+"writers", func(b *testing.B) { benchAppendAlways(b, writers, nil) })
 	}
+	b.Run("256writers-nopreallocation", func(b *testing.B) {
+		benchAppendAlwaysLog(b, 256, benchLogOpts(b, Options{Sync: SyncAlways}))
+	})
 	for _, writers := range []int{1, 16, 256} {
 		b.Run(itoa(writers)+"writers-simulated130us", func(b *testing.B) {
 			benchAppendAlways(b, writers, simulatedSyncFS{OSFS()})
@@ -99,7 +107,10 @@ func BenchmarkAppendAlways(b *testing.B) {
 }
 
 func benchAppendAlways(b *testing.B, writers int, fs FS) {
-	l := benchLogFS(b, SyncAlways, fs)
+	benchAppendAlwaysLog(b, writers, benchLogFS(b, SyncAlways, fs))
+}
+
+func benchAppendAlwaysLog(b *testing.B, writers int, l *Log) {
 	b.SetBytes(benchRecordSize)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -130,9 +141,13 @@ func benchAppendAlways(b *testing.B, writers int, fs FS) {
 // BenchmarkAppendBatchAlways appends durable batches of 1000 records,
 // from one writer and from four (whose batches share fsyncs).
 func BenchmarkAppendBatchAlways(b *testing.B) {
-	for _, writers := range []int{1, 4} {
-		b.Run(itoa(writers)+"writers", func(b *testing.B) {
-			l := benchLog(b, SyncAlways)
+	for _, writers := range []int{1, 4, -1} {
+		name, o := itoa(writers)+"writers", Options{Sync: SyncAlways, Preallocate: true}
+		if writers < 0 {
+			writers, name, o.Preallocate = 1, "1writer-nopreallocation", false
+		}
+		b.Run(name, func(b *testing.B) {
+			l := benchLogOpts(b, o)
 			const size = 1000
 			b.SetBytes(size * benchRecordSize)
 			b.ReportAllocs()

@@ -101,6 +101,30 @@ func TestCorruption(t *testing.T) {
 			files: []string{seg(0), seg(1), seg(2)},
 			last:  30,
 		},
+		"zero tail of a sealed segment, nothing missing": {
+			// A preallocated segment whose cut at sealing failed.
+			damage: func(t *testing.T, dir string) {
+				editFile(t, filepath.Join(dir, seg(1)), func(b []byte) []byte { return append(b, make([]byte, 4096)...) })
+			},
+			read:  positionsExcept(),
+			files: []string{seg(0), seg(1), seg(2)},
+			last:  30,
+		},
+		"sealed segment zeroed from its last record on": {
+			// The zeros look like preallocated space, but the next segment
+			// says position 20 was written before it.
+			damage: func(t *testing.T, dir string) {
+				editFile(t, filepath.Join(dir, seg(1)), func(b []byte) []byte {
+					clear(b[cOff(11, 20):])
+					return append(b, make([]byte, 4096)...)
+				})
+			},
+			read:    positionsExcept(20),
+			damaged: []wantDamage{{seg(1), cOff(11, 20), "zero bytes to the end of the file; nothing readable follows"}},
+			gaps:    []GapError{{20, 20}},
+			files:   []string{seg(0), seg(1), seg(2)},
+			last:    30,
+		},
 		"zeroed sector": {
 			// Bytes 512-1023 of the middle segment: records 13 (472-687),
 			// 14 (688-903) and 15 (904-1119) touch them.

@@ -43,6 +43,13 @@
 //	0000000000000003-00000000000a2f41.wal
 //	└── sequence ──┘ └─ first pos. ─┘
 //
+// With Options.Preallocate, a zero-filled file named next.wal.tmp is made
+// ready in the background and renamed to become the next segment, so that
+// appends overwrite allocated blocks and fdatasync has no metadata to
+// commit. The active segment is then longer than its records, with zeros
+// after them; sealing cuts it to its records. Open removes a leftover
+// next.wal.tmp.
+//
 // All integers are little-endian. A segment starts with a 40-byte header
 // and holds whole records back to back:
 //
@@ -73,7 +80,10 @@
 //
 //   - A torn tail of the newest segment (bad bytes with nothing readable
 //     after them, as a crash leaves) is cut at the last good record, and
-//     the segment is fsynced. Writing continues in a new segment.
+//     the segment is fsynced. Writing continues in a new segment. Zeros
+//     from the last good record to the end of the file are preallocated
+//     space: cut the same way, and not damage, in the newest segment and in
+//     an older one whose successor's prevLast says nothing is missing.
 //   - Damage with readable records after it, or at the end of a sealed
 //     segment, is corruption: a *CorruptionError naming file and offset is
 //     logged, counted (Stats.Corruptions) and kept in Problems; readers

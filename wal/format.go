@@ -20,6 +20,7 @@ const (
 	segmentNameLen    = 16 + 1 + 16 + len(segmentSuffix) // format: %016x-%016x.wal
 	brokenSuffix      = ".broken"
 	lockName          = "LOCK"
+	preallocName      = "next.wal.tmp" // format: a zero-filled spare; removed at open
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -223,6 +224,19 @@ func (s *scanner) describe(bad badRecord, pos Position, l int64, off int64) stri
 		return fmt.Sprintf("read error: %v", s.rerr)
 	}
 	return "unknown"
+}
+
+// zeroFrom reports whether every byte from off to the end is zero.
+func (s *scanner) zeroFrom(off int64) bool {
+	for off < s.size {
+		n := int(min(s.size-off, scanChunk))
+		b := s.at(off, n)
+		if b == nil || !allZero(b) {
+			return false
+		}
+		off += int64(n)
+	}
+	return true
 }
 
 // resync looks for the first offset after off holding a valid record whose

@@ -4,6 +4,7 @@ package wal
 
 import (
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -25,3 +26,18 @@ func (f osFile) Sync() error {
 }
 
 func wrapOSFile(f *os.File) File { return osFile{f} }
+
+// preallocHelps is false on memory file systems, where fsync costs nothing
+// and a spare segment only takes memory.
+func preallocHelps(dir string) bool {
+	const tmpfsMagic, ramfsMagic = 0x01021994, 0x858458f6
+	var st syscall.Statfs_t
+	for d := dir; ; d = filepath.Dir(d) {
+		if err := syscall.Statfs(d, &st); err == nil {
+			return st.Type != tmpfsMagic && st.Type != ramfsMagic
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
+}

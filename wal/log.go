@@ -139,6 +139,16 @@ type Log struct {
 	quit chan struct{}
 	done chan struct{}
 
+	// Preallocation: a zero-filled file (preallocName), prepared by the
+	// preallocator goroutine, becomes the next segment.
+	spareReady  atomic.Bool // the spare file is complete and synced
+	activePre   bool        // the active file is longer than its records: cut it when sealing (wmu)
+	preKick     chan struct{}
+	preDone     chan struct{}
+	preFailing  bool // the last preparation failed (preallocator only)
+	preallocs   atomic.Uint64
+	preFailures atomic.Uint64
+
 	fsyncs, fsyncNanos, lastFsync, maxFsync atomic.Int64
 	corruptions, gaps, writeErrors          atomic.Uint64
 }
@@ -153,7 +163,7 @@ type doomed struct {
 // last segment is cut, damaged regions and garbage are set aside and
 // reported (see Problems), and writing continues in a new segment.
 func Open(dir string, opts Options) (*Log, error) {
-	opts, err := opts.withDefaults()
+	opts, err := opts.withDefaults(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +189,12 @@ func Open(dir string, opts Options) (*Log, error) {
 	l.pending = &batch{}
 	l.idle = sync.NewCond(&l.mu)
 	go l.run()
+	if l.opts.Preallocate && !l.opts.preallocInline {
+		l.preKick = make(chan struct{}, 1)
+		l.preDone = make(chan struct{})
+		go l.preallocator()
+		l.kickPrealloc()
+	}
 	return l, nil
 }
 
@@ -246,6 +262,14 @@ func (l *Log) recover() error {
 			continue
 		}
 		if name == lockName {
+			continue
+		}
+		if name == preallocName {
+			// A spare of the previous run: its content is not known to
+			// be complete, and a new one is made in the background.
+			if err := l.fs.Remove(l.path(name)); err != nil {
+				return fmt.Errorf("wal: remove the leftover preallocated file %s: %w", l.path(name), err)
+			}
 			continue
 		}
 		seq, _, ok := parseSegmentName(name)
@@ -332,7 +356,19 @@ func (l *Log) recover() error {
 		sc.reset(c.f, c.size)
 		res := l.scanSegment(&sc, seg, limit)
 		isLast := i == len(good)-1
-		if res.tail >= 0 {
+		if res.tail >= 0 && res.zeroTail && (isLast || max(seg.last, seg.first-1) >= good[i+1].hdr.prevLast) {
+			// Preallocated space never written (the active segment of a
+			// run that did not close, or a seal whose cut failed): it ends
+			// the segment cleanly when nothing the next segment expects
+			// is missing.
+			l.log.Info("wal: cutting the unwritten preallocated end of a segment", "file", l.path(c.name), "offset", res.tail, "bytes", c.size-seg.size)
+			if err := c.f.Truncate(seg.size); err != nil {
+				return fmt.Errorf("wal: cut the preallocated end of %s at offset %d: %w", l.path(c.name), seg.size, err)
+			}
+			if err := c.f.Sync(); err != nil {
+				return fmt.Errorf("wal: sync %s: %w", l.path(c.name), err)
+			}
+		} else if res.tail >= 0 {
 			if isLast {
 				l.log.Warn("wal: cutting a torn tail", "file", l.path(c.name), "offset", res.tail, "bytes", c.size-seg.size, "reason", res.tailReason)
 				if err := c.f.Truncate(seg.size); err != nil {
@@ -389,6 +425,7 @@ func allZero(b []byte) bool {
 type scanResult struct {
 	tail       int64 // offset of damage with nothing readable after it; -1 when none
 	tailReason string
+	zeroTail   bool  // everything from tail to the end is zero: preallocated, never written
 	stale      int64 // bytes of records superseded by the next segment
 }
 
@@ -417,6 +454,10 @@ func (l *Log) scanSegment(sc *scanner, seg *segment, limit Position) scanResult 
 		}
 		if bad == recordOK && pos > limit {
 			res.stale = sc.size - off
+			return res
+		}
+		if bad != recordOK && bad != recordReadError && sc.zeroFrom(off) {
+			res.tail, res.tailReason, res.zeroTail = off, "zero bytes to the end of the file", true
 			return res
 		}
 		reason := sc.describe(bad, pos, n, off)
@@ -684,6 +725,8 @@ func (l *Log) Stats() Stats {
 	st.Corruptions = l.corruptions.Load()
 	st.Gaps = l.gaps.Load()
 	st.WriteErrors = l.writeErrors.Load()
+	st.Preallocated = l.preallocs.Load()
+	st.PreallocFailures = l.preFailures.Load()
 	return st
 }
 
@@ -709,9 +752,13 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	close(l.quit)
 	<-l.done
+	if l.preDone != nil {
+		<-l.preDone
+	}
 	l.wmu.Lock()
 	err := l.seal()
 	l.wmu.Unlock()
+	l.dropSpare()
 	if cerr := l.lock.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("wal: release the lock on %s: %w", l.dir, cerr)
 	}

@@ -87,9 +87,18 @@ func (m *memFS) afterPowerLoss(rng *rand.Rand) *memFS {
 	n := newMemFS()
 	for name, ino := range m.durable {
 		data := slices.Clone(ino.synced)
-		if rng != nil && len(ino.data) > len(ino.synced) && bytes.HasPrefix(ino.data, ino.synced) {
-			extra := ino.data[len(ino.synced):]
-			data = append(data, extra[:rng.IntN(len(extra)+1)]...)
+		if rng != nil && !bytes.Equal(ino.data, ino.synced) {
+			// The disk wrote the unsynced changes up to some point: appends
+			// and overwrites of preallocated space alike.
+			i := 0
+			for i < len(ino.data) && i < len(ino.synced) && ino.data[i] == ino.synced[i] {
+				i++
+			}
+			cut := i + rng.IntN(len(ino.data)-i+1)
+			data = slices.Clone(ino.data[:cut])
+			if cut < len(ino.synced) {
+				data = append(data, ino.synced[cut:]...)
+			}
 		}
 		c := &memInode{data: data, synced: slices.Clone(data)}
 		n.files[name] = c
@@ -114,6 +123,11 @@ func (m *memFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) 
 		m.files[name] = ino
 	} else if flag&os.O_EXCL != 0 && flag&os.O_CREATE != 0 {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrExist}
+	} else if flag&os.O_TRUNC != 0 {
+		if err := m.step("truncate", name); err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
+		ino.data = nil
 	}
 	f := &memFile{fs: m, ino: ino, name: name, readOnly: flag&(os.O_WRONLY|os.O_RDWR) == 0}
 	m.handles = append(m.handles, f)

@@ -17,9 +17,10 @@ type plRun struct {
 // powerLossScript appends single records and batches into small segments
 // (so that it rotates often), removes old segments, dies without closing,
 // reopens, appends again and closes. Errors after the power loss are expected and ignored.
-func powerLossScript(fs *memFS, sync SyncPolicy) *plRun {
+func powerLossScript(fs *memFS, sync SyncPolicy, prealloc bool) *plRun {
 	run := &plRun{acked: map[Position]string{}, attempted: map[string]bool{}}
-	opts := Options{FS: fs, Sync: sync, MaxSegmentSize: 256, MaxSegmentAge: -1, SyncInterval: 1 << 40}
+	opts := Options{FS: fs, Sync: sync, MaxSegmentSize: 256, MaxSegmentAge: -1, SyncInterval: 1 << 40,
+		Preallocate: prealloc, preallocInline: prealloc}
 	id := 0
 	next := func() string {
 		id++
@@ -110,7 +111,8 @@ func readAllRaw(t *testing.T, l *Log) []readRec {
 }
 
 // TestPowerLoss loses power at every mutating file system operation of a
-// scripted run (appends, rotations, removals, close, reopen).
+// scripted run (appends, rotations, removals, close, reopen), with and
+// without preallocated segments.
 //
 //   - always: every acknowledged record survives.
 //   - interval, none: records acknowledged after the last fsync may be
@@ -118,10 +120,18 @@ func readAllRaw(t *testing.T, l *Log) []readRec {
 //     active segment), but everything fsynced before the power loss
 //     survives, and what survives has no hole.
 func TestPowerLoss(t *testing.T) {
-	for _, sync := range []SyncPolicy{SyncAlways, SyncInterval, SyncNone} {
-		t.Run(string(sync), func(t *testing.T) {
+	for _, tc := range []struct {
+		sync     SyncPolicy
+		prealloc bool
+	}{{SyncAlways, false}, {SyncInterval, false}, {SyncNone, false}, {SyncAlways, true}, {SyncInterval, true}, {SyncNone, true}} {
+		sync := tc.sync
+		name := string(sync)
+		if tc.prealloc {
+			name += "-preallocated"
+		}
+		t.Run(name, func(t *testing.T) {
 			dry := newMemFS()
-			powerLossScript(dry, sync)
+			powerLossScript(dry, sync, tc.prealloc)
 			total := dry.ops
 			if total < 50 {
 				t.Fatalf("the script made only %d file system operations", total)
@@ -131,7 +141,7 @@ func TestPowerLoss(t *testing.T) {
 			for at := 1; at <= total+1; at++ {
 				fs := newMemFS()
 				fs.crashAt = at
-				run := powerLossScript(fs, sync)
+				run := powerLossScript(fs, sync, tc.prealloc)
 				mustSurvive := run.synced
 				if sync == SyncAlways {
 					mustSurvive = ^Position(0)

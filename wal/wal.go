@@ -53,10 +53,23 @@ type Options struct {
 	MaxRecordSize int
 	// SlowSync is the fsync duration above which a warning is logged; default 1s.
 	SlowSync time.Duration
+	// Preallocate zero-fills the next segment in the background, so that
+	// appends overwrite blocks the file system has already allocated and an
+	// fdatasync need not commit file metadata: on ext4 that takes an fsync
+	// from about 700 to about 300 µs here (PostgreSQL's wal_init_zero does
+	// the same). It costs one extra write of every segment and
+	// MaxSegmentSize of disk for the spare. Skipped on tmpfs, where fsync
+	// is free.
+	Preallocate bool
 	// FS is the file system; nil means the operating system's.
 	FS FS
 	// Logger receives warnings about damage, slow fsyncs and failed deletes; nil discards.
 	Logger *slog.Logger
+
+	// preallocInline prepares each spare segment on the writer's path right
+	// after a rotation, instead of in the background: tests that count
+	// file system operations need them in a fixed order.
+	preallocInline bool
 }
 
 const (
@@ -67,7 +80,7 @@ const (
 	defaultSlowSync       = time.Second
 )
 
-func (o Options) withDefaults() (Options, error) {
+func (o Options) withDefaults(dir string) (Options, error) {
 	if o.MaxSegmentSize == 0 {
 		o.MaxSegmentSize = defaultMaxSegmentSize
 	}
@@ -100,6 +113,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.FS == nil {
 		o.FS = OSFS()
+	}
+	if _, isOS := o.FS.(osFS); o.Preallocate && isOS && !preallocHelps(dir) {
+		o.Preallocate = false
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -158,4 +174,6 @@ type Stats struct {
 	Corruptions          uint64 // damaged regions found and set aside since open
 	Gaps                 uint64 // missing position ranges found since open
 	WriteErrors          uint64 // failed writes, fsyncs and segment creations
+	Preallocated         uint64 // segments started in a zero-filled spare file
+	PreallocFailures     uint64 // spare files that could not be prepared (e.g. disk full)
 }

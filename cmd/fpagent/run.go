@@ -476,6 +476,7 @@ func storageConfig(cfg *config.Config, log *slog.Logger, reg prometheus.Register
 		BaseDir:       cfg.WALDir(),
 		MaxWALSize:    int64(st.MaxWALSize),
 		MaxWALAge:     st.MaxWALAge.D(),
+		NoPreallocate: !st.WALPreallocate,
 		BatchSize:     st.BatchSize,
 		FlushInterval: st.FlushInterval.D(),
 		Sync:          wal.SyncPolicy(st.Sync),

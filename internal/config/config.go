@@ -48,6 +48,7 @@ type Storage struct {
 	MaxWALSize           Size     `yaml:"max_wal_size"`
 	MaxWALAge            Duration `yaml:"max_wal_age"`
 	MaxWALAgeSeconds     *Seconds `yaml:"max_wal_age_seconds,omitempty"`
+	WALPreallocate       bool     `yaml:"wal_preallocate"`
 	BatchSize            int      `yaml:"batch_size"`
 	FlushInterval        Duration `yaml:"flush_interval"`
 	FlushIntervalSeconds *Seconds `yaml:"flush_interval_seconds,omitempty"`
@@ -263,16 +264,17 @@ func Default() *Config {
 		ShutdownTimeout: Duration(60 * time.Second),
 		Log:             Log{Level: "info", Format: "text"},
 		Storage: Storage{
-			MaxWALSize:    10 << 20,
-			MaxWALAge:     Duration(300 * time.Second),
-			BatchSize:     1000,
-			FlushInterval: Duration(30 * time.Second),
-			Sync:          "always",
-			SyncInterval:  Duration(100 * time.Millisecond),
-			CacheMaxKeys:  100000,
-			DiskBudget:    1 << 30,
-			StoreTimeout:  Duration(5 * time.Second),
-			DuckDB:        DuckDB{MemoryLimit: "256MB", Threads: 2},
+			MaxWALSize:     10 << 20,
+			MaxWALAge:      Duration(300 * time.Second),
+			WALPreallocate: true,
+			BatchSize:      1000,
+			FlushInterval:  Duration(30 * time.Second),
+			Sync:           "always",
+			SyncInterval:   Duration(100 * time.Millisecond),
+			CacheMaxKeys:   100000,
+			DiskBudget:     1 << 30,
+			StoreTimeout:   Duration(5 * time.Second),
+			DuckDB:         DuckDB{MemoryLimit: "256MB", Threads: 2},
 		},
 		Admin: Admin{
 			Listen:               "127.0.0.1:8187",
