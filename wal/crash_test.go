@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 // (one write each, so lines never interleave). It removes old segments now
 // and then, printing "removed P" before it does.
 func crashChild(dir string) {
-	l, err := Open(dir, Options{Sync: SyncAlways, MaxSegmentSize: 32 << 10})
+	l, err := Open(dir, Options{Sync: SyncAlways, MaxSegmentSize: 32 << 10, Preallocate: true})
 	if err != nil {
 		fmt.Printf("error %v\n", err)
 		os.Exit(2)
@@ -143,7 +143,7 @@ func TestCrashKill(t *testing.T) {
 			t.Fatalf("round %d: child ended without being killed: %v", round, err)
 		}
 
-		l, err := Open(dir, Options{MaxSegmentSize: 32 << 10})
+		l, err := Open(dir, Options{MaxSegmentSize: 32 << 10, Preallocate: true})
 		if err != nil {
 			t.Fatalf("round %d: reopen after kill: %v", round, err)
 		}
