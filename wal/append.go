@@ -113,8 +113,7 @@ func (l *Log) run() {
 		select {
 		case <-l.kick:
 			for {
-				released := l.flushOne()
-				l.gather(released)
+				l.gather(l.flushOne())
 				l.mu.Lock()
 				if l.pending.n == 0 {
 					l.releaseRoleLocked()
@@ -135,27 +134,31 @@ func (l *Log) run() {
 
 // gather lets the appenders just released by a write come back before the
 // next batch is taken, so that under steady concurrent load one fsync
-// covers every writer instead of two alternating halves of them. It waits
-// at most half the last fsync, yielding the processor to those appenders.
-func (l *Log) gather(released int) {
-	if released < 2 || l.opts.Sync != SyncAlways {
+// covers every writer (want: those released plus those already queued)
+// instead of two alternating groups. It yields the processor to them for
+// at most half the last fsync.
+func (l *Log) gather(want int) {
+	if want < 2 || l.opts.Sync != SyncAlways {
 		return
 	}
 	limit := time.Duration(l.lastFsync.Load()) / 2
 	start := time.Now()
+	last := -1
 	for {
 		l.mu.Lock()
 		n := l.pending.calls
 		l.mu.Unlock()
-		if n >= released || time.Since(start) >= limit {
+		if n >= want || n == last || time.Since(start) >= limit {
 			return
 		}
+		last = n
 		runtime.Gosched()
 	}
 }
 
 // flushOne writes the pending batch and returns how many appenders it
-// released. Only the holder of the writer role calls it.
+// released plus how many were queued behind it then. Only the holder of
+// the writer role calls it.
 func (l *Log) flushOne() int {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
@@ -194,8 +197,9 @@ func (l *Log) flushOne() int {
 	if b.done != nil {
 		close(b.done)
 	}
+	waiting := l.pending.calls
 	l.mu.Unlock()
-	return b.calls
+	return b.calls + waiting
 }
 
 // write puts b in the active segment, rotating first when needed, and
@@ -233,6 +237,9 @@ func (l *Log) write(b *batch, off *int64) error {
 			l.abandon()
 			return fmt.Errorf("wal: fsync %s after writing %d records: %w", l.path(s.name), b.n, err)
 		}
+	}
+	if s.size+int64(len(b.buf)) >= l.opts.MaxSegmentSize/2 {
+		l.wantSpare(&segment{size: s.size + int64(len(b.buf))})
 	}
 	return nil
 }
@@ -272,33 +279,86 @@ func (l *Log) create(first, prevLast Position) error {
 	if pre {
 		l.preallocs.Add(1)
 	}
-	if l.opts.Preallocate {
-		if l.opts.preallocInline {
-			l.prepareSpare(nil)
-		} else {
-			l.kickPrealloc()
-		}
-	}
 	return nil
+}
+
+// wantSpare is called after each write: once the active segment is half
+// full and no spare is ready (none was recycled by RemoveBefore, which is
+// cheaper), a zero-filled one is prepared for the next rotation.
+func (l *Log) wantSpare(s *segment) {
+	if !l.opts.Preallocate || l.spareReady.Load() || s.size < l.opts.MaxSegmentSize/2 {
+		return
+	}
+	if l.opts.preallocInline {
+		l.prepareSpare(nil)
+		return
+	}
+	l.kickPrealloc()
 }
 
 // openNew opens the file for a new segment at path: the spare, renamed,
 // when one is ready (pre is then true: the file is longer than what is
 // written into it), else a new empty file.
 func (l *Log) openNew(path string) (f File, pre bool, err error) {
-	if l.spareReady.Swap(false) {
-		spare := l.path(preallocName)
-		if err := l.fs.Rename(spare, path); err != nil {
-			l.log.Warn("wal: cannot use the preallocated spare segment; creating one without", "file", spare, "err", err)
-		} else if f, err := l.fs.OpenFile(path, os.O_RDWR, 0); err != nil {
-			l.fs.Remove(path)
-			l.log.Warn("wal: cannot open the preallocated spare segment; creating one without", "file", path, "err", err)
-		} else {
+	// TryLock: while the preallocator holds it, the spare is not ready anyway.
+	if l.spareReady.Load() && l.spareMu.TryLock() {
+		f, pre = l.takeSpare(path)
+		l.spareMu.Unlock()
+		if pre {
 			return f, true, nil
 		}
 	}
 	f, err = l.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	return f, false, err
+}
+
+// takeSpare renames the spare to path and opens it. l.spareMu is held.
+func (l *Log) takeSpare(path string) (File, bool) {
+	if !l.spareReady.Swap(false) {
+		return nil, false
+	}
+	spare := l.path(preallocName)
+	if err := l.fs.Rename(spare, path); err != nil {
+		l.log.Warn("wal: cannot use the preallocated spare segment; creating one without", "file", spare, "err", err)
+		return nil, false
+	}
+	f, err := l.fs.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		l.fs.Remove(path)
+		l.log.Warn("wal: cannot open the preallocated spare segment; creating one without", "file", path, "err", err)
+		return nil, false
+	}
+	return f, true
+}
+
+// recycle makes the removed segment name the spare, when none is ready and
+// the preallocator is not at work: its blocks are allocated and written,
+// which is all an append needs, and no zeros are written. The stale
+// records in it carry positions below any the log will write there, which
+// is how recovery tells them from new ones. Reports whether it did.
+func (l *Log) recycle(name string) bool {
+	if !l.opts.Preallocate || l.spareReady.Load() || !l.spareMu.TryLock() {
+		return false
+	}
+	defer l.spareMu.Unlock()
+	if l.spareReady.Load() {
+		return false
+	}
+	f, err := l.fs.OpenFile(l.path(name), os.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	st, err := f.Stat()
+	f.Close()
+	if err != nil || st.Size() < l.opts.MaxSegmentSize/2 {
+		return false // a segment sealed early by age: not worth keeping
+	}
+	if err := l.fs.Rename(l.path(name), l.path(preallocName)); err != nil {
+		return false
+	}
+	l.recycled.Add(1)
+	l.spareReady.Store(true)
+	return true
 }
 
 func (l *Log) kickPrealloc() {
@@ -308,7 +368,7 @@ func (l *Log) kickPrealloc() {
 	}
 }
 
-// preallocator prepares a spare segment whenever the last one was used.
+// preallocator zero-fills a spare segment when asked (see wantSpare).
 func (l *Log) preallocator() {
 	defer close(l.preDone)
 	for {
@@ -328,6 +388,11 @@ func (l *Log) preallocator() {
 // disk, most often) is logged once per run of failures; segments are then
 // created empty and appended to, as without preallocation.
 func (l *Log) prepareSpare(stop <-chan struct{}) {
+	l.spareMu.Lock()
+	defer l.spareMu.Unlock()
+	if l.spareReady.Load() {
+		return // recycled meanwhile
+	}
 	path := l.path(preallocName)
 	err := func() error {
 		f, err := l.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)

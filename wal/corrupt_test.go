@@ -110,6 +110,20 @@ func TestCorruption(t *testing.T) {
 			files: []string{seg(0), seg(1), seg(2)},
 			last:  30,
 		},
+		"old records at the end of a sealed segment, nothing missing": {
+			// A recycled segment whose cut at sealing failed: the records
+			// of its earlier use (positions 1-10) follow its own.
+			damage: func(t *testing.T, dir string) {
+				old, err := os.ReadFile(filepath.Join(dir, seg(0)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				editFile(t, filepath.Join(dir, seg(1)), func(b []byte) []byte { return append(b, old[segmentHeaderSize:]...) })
+			},
+			read:  positionsExcept(),
+			files: []string{seg(0), seg(1), seg(2)},
+			last:  30,
+		},
 		"sealed segment zeroed from its last record on": {
 			// The zeros look like preallocated space, but the next segment
 			// says position 20 was written before it.

@@ -142,11 +142,13 @@ type Log struct {
 	// Preallocation: a zero-filled file (preallocName), prepared by the
 	// preallocator goroutine, becomes the next segment.
 	spareReady  atomic.Bool // the spare file is complete and synced
+	spareMu     sync.Mutex  // held while the spare's name is written, renamed or taken
 	activePre   bool        // the active file is longer than its records: cut it when sealing (wmu)
 	preKick     chan struct{}
 	preDone     chan struct{}
 	preFailing  bool // the last preparation failed (preallocator only)
 	preallocs   atomic.Uint64
+	recycled    atomic.Uint64
 	preFailures atomic.Uint64
 
 	fsyncs, fsyncNanos, lastFsync, maxFsync atomic.Int64
@@ -193,7 +195,6 @@ func Open(dir string, opts Options) (*Log, error) {
 		l.preKick = make(chan struct{}, 1)
 		l.preDone = make(chan struct{})
 		go l.preallocator()
-		l.kickPrealloc()
 	}
 	return l, nil
 }
@@ -314,8 +315,10 @@ func (l *Log) recover() error {
 		n, _ := f.ReadAt(h, 0)
 		sh, reason := decodeSegmentHeader(h[:n])
 		_, nameFirst, _ := parseSegmentName(c.name)
+		recycledOnly := false // the header of the file's earlier use
 		if reason == "" && (sh.seq != c.seq || sh.first != nameFirst) {
 			reason = fmt.Sprintf("header says sequence %d and first position %d, the name says %d and %d", sh.seq, sh.first, c.seq, nameFirst)
+			recycledOnly = sh.seq < c.seq && sh.first < nameFirst
 		}
 		if reason == "" {
 			c.hdr = sh
@@ -324,9 +327,10 @@ func (l *Log) recover() error {
 		}
 		f.Close()
 		c.f = nil
-		if i == len(cands)-1 && allZero(h[:n]) {
-			// Created but never synced: a crash while rotating. Nothing
-			// in it was ever acknowledged.
+		if i == len(cands)-1 && (allZero(h[:n]) || recycledOnly) {
+			// Created, or renamed from the spare, but its header never
+			// written: a crash while rotating. Nothing in it was ever
+			// acknowledged: records are written after the header is synced.
 			l.log.Info("wal: removing a segment whose creation did not complete", "file", l.path(c.name), "bytes", c.size)
 			if err := l.fs.Remove(l.path(c.name)); err != nil {
 				return fmt.Errorf("wal: remove incomplete segment %s: %w", l.path(c.name), err)
@@ -361,7 +365,7 @@ func (l *Log) recover() error {
 			// run that did not close, or a seal whose cut failed): it ends
 			// the segment cleanly when nothing the next segment expects
 			// is missing.
-			l.log.Info("wal: cutting the unwritten preallocated end of a segment", "file", l.path(c.name), "offset", res.tail, "bytes", c.size-seg.size)
+			l.log.Info("wal: cutting the unwritten preallocated end of a segment", "file", l.path(c.name), "offset", res.tail, "bytes", c.size-seg.size, "found", res.tailReason)
 			if err := c.f.Truncate(seg.size); err != nil {
 				return fmt.Errorf("wal: cut the preallocated end of %s at offset %d: %w", l.path(c.name), seg.size, err)
 			}
@@ -425,7 +429,7 @@ func allZero(b []byte) bool {
 type scanResult struct {
 	tail       int64 // offset of damage with nothing readable after it; -1 when none
 	tailReason string
-	zeroTail   bool  // everything from tail to the end is zero: preallocated, never written
+	zeroTail   bool  // from tail on: zeros or a recycled file's old records, never written by this segment
 	stale      int64 // bytes of records superseded by the next segment
 }
 
@@ -454,6 +458,12 @@ func (l *Log) scanSegment(sc *scanner, seg *segment, limit Position) scanResult 
 		}
 		if bad == recordOK && pos > limit {
 			res.stale = sc.size - off
+			return res
+		}
+		if bad == recordOK && pos < seg.first {
+			// A record of the file's earlier use: a recycled segment is
+			// overwritten from its start, so nothing of this one follows.
+			res.tail, res.tailReason, res.zeroTail = off, fmt.Sprintf("a record at position %d, left from the file's use before it was recycled", pos), true
 			return res
 		}
 		if bad != recordOK && bad != recordReadError && sc.zeroFrom(off) {
@@ -630,9 +640,11 @@ func (l *Log) RemoveBefore(pos Position) (removed int, err error) {
 	var errs []error
 	for _, d := range todo {
 		var err error
-		if d.damaged {
+		switch {
+		case d.damaged:
 			err = l.fs.Rename(l.path(d.name), l.path(d.name+brokenSuffix))
-		} else {
+		case l.recycle(d.name):
+		default:
 			err = l.fs.Remove(l.path(d.name))
 		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -726,6 +738,7 @@ func (l *Log) Stats() Stats {
 	st.Gaps = l.gaps.Load()
 	st.WriteErrors = l.writeErrors.Load()
 	st.Preallocated = l.preallocs.Load()
+	st.Recycled = l.recycled.Load()
 	st.PreallocFailures = l.preFailures.Load()
 	return st
 }

@@ -12,6 +12,7 @@ type plRun struct {
 	attempted map[string]bool     // every payload ever offered
 	removedTo Position            // records below may have been removed on purpose
 	synced    Position            // highest position the log had fsynced before the power loss
+	spares    Stats               // Preallocated and Recycled over the run
 }
 
 // powerLossScript appends single records and batches into small segments
@@ -29,6 +30,7 @@ func powerLossScript(fs *memFS, sync SyncPolicy, prealloc bool) *plRun {
 		return s
 	}
 	work := func(l *Log, n int) {
+		again := true // a second removal when no spare is ready, so that one is recycled
 		for i := 0; i < n; i++ {
 			if i%5 == 4 {
 				a, b, c := next(), next(), next()
@@ -41,8 +43,11 @@ func powerLossScript(fs *memFS, sync SyncPolicy, prealloc bool) *plRun {
 					run.acked[pos] = p
 				}
 			}
-			if i == n/2 {
+			if i == n/2 || (again && i > n/2+2 && !l.spareReady.Load()) {
 				to := l.LastPosition() - 4
+				if i != n/2 {
+					to, again = l.LastPosition(), false
+				}
 				run.removedTo = max(run.removedTo, to)
 				l.RemoveBefore(to)
 			}
@@ -55,6 +60,9 @@ func powerLossScript(fs *memFS, sync SyncPolicy, prealloc bool) *plRun {
 			return run
 		}
 		work(l, 20)
+		st := l.Stats()
+		run.spares.Preallocated += st.Preallocated
+		run.spares.Recycled += st.Recycled
 		if round == 0 {
 			// The process dies; the next one builds on what is in the page cache.
 			fs.processDied()
@@ -131,7 +139,10 @@ func TestPowerLoss(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dry := newMemFS()
-			powerLossScript(dry, sync, tc.prealloc)
+			dryRun := powerLossScript(dry, sync, tc.prealloc)
+			if tc.prealloc && (dryRun.spares.Preallocated == 0 || dryRun.spares.Recycled == 0) {
+				t.Fatalf("the script neither preallocated nor recycled a segment: %+v", dryRun.spares)
+			}
 			total := dry.ops
 			if total < 50 {
 				t.Fatalf("the script made only %d file system operations", total)

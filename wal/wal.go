@@ -174,6 +174,7 @@ type Stats struct {
 	Corruptions          uint64 // damaged regions found and set aside since open
 	Gaps                 uint64 // missing position ranges found since open
 	WriteErrors          uint64 // failed writes, fsyncs and segment creations
-	Preallocated         uint64 // segments started in a zero-filled spare file
+	Preallocated         uint64 // segments started in a spare file (zero-filled or recycled)
+	Recycled             uint64 // removed segments kept as the spare instead of deleted
 	PreallocFailures     uint64 // spare files that could not be prepared (e.g. disk full)
 }
