@@ -159,6 +159,7 @@ type seriesInfo struct {
 	typesChanged bool
 	typesGen     uint64
 	backwardsGen uint64 // the batch in which it went back in time, if any
+	createdGen   uint64 // the batch that created it: its latest row is inserted, not updated
 }
 
 // loadSeries reads every series and the newest timestamp stored; the
@@ -222,7 +223,27 @@ func readCheckpoint(ctx context.Context, db *sql.DB) (uint64, error) {
 
 // writer owns the one connection the flusher writes through.
 type writer struct {
-	conn *sql.Conn
+	conn  *sql.Conn
+	stmts map[string]*sql.Stmt // prepared on conn: see exec
+}
+
+// exec runs one of the flush's fixed statements, prepared once per
+// connection: DuckDB parses and plans a statement in about a millisecond,
+// which a flush of a thousand readings would pay several times over.
+func (w *writer) exec(ctx context.Context, query string, args ...any) error {
+	st := w.stmts[query]
+	if st == nil {
+		var err error
+		if st, err = w.conn.PrepareContext(ctx, query); err != nil {
+			return err
+		}
+		if w.stmts == nil {
+			w.stmts = make(map[string]*sql.Stmt)
+		}
+		w.stmts[query] = st
+	}
+	_, err := st.ExecContext(ctx, args...)
+	return err
 }
 
 func newWriter(ctx context.Context, db *sql.DB) (*writer, error) {
@@ -231,7 +252,7 @@ func newWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 		return nil, err
 	}
 	for _, stmt := range []string{
-		`CREATE TEMP TABLE IF NOT EXISTS latest_stage (key VARCHAR, ts TIMESTAMP_NS, record VARCHAR)`,
+		`CREATE TEMP TABLE IF NOT EXISTS latest_stage (key VARCHAR, ts TIMESTAMP_NS, record VARCHAR, fresh BOOLEAN)`,
 		`CREATE TEMP TABLE IF NOT EXISTS rewrite_stage (series_id UINTEGER, ts TIMESTAMP_NS)`,
 		`CREATE TEMP TABLE IF NOT EXISTS dead_stage (id UBIGINT)`,
 	} {
@@ -243,7 +264,12 @@ func newWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 	return &writer{conn: conn}, nil
 }
 
-func (w *writer) close() error { return w.conn.Close() }
+func (w *writer) close() error {
+	for _, st := range w.stmts {
+		st.Close()
+	}
+	return w.conn.Close()
+}
 
 // commit writes one flush in a single transaction: new series, rewritten
 // points removed, points appended, latest upserted, dead letters, and the
@@ -287,16 +313,34 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 			return err
 		}
 	}
-	if len(fb.latest) > 0 {
-		if _, err := w.conn.ExecContext(ctx, `INSERT INTO latest
-			SELECT key, ts, record::JSON FROM latest_stage WHERE true
-			ON CONFLICT (key) DO UPDATE SET ts = excluded.ts, record = excluded.record
-			WHERE excluded.ts >= latest.ts`); err != nil {
+	// Every series has its row in latest from the flush that created it on:
+	// the rows of older series are updated in place, which costs DuckDB a
+	// fifth of an INSERT … ON CONFLICT; only new series are inserted.
+	if len(fb.latest) > len(fb.newSeries) {
+		if err := w.exec(ctx, `UPDATE latest SET ts = s.ts, record = s.record::JSON
+			FROM latest_stage s
+			WHERE NOT s.fresh AND latest.key = s.key AND s.ts >= latest.ts`); err != nil {
 			return fmt.Errorf("update latest: %w", err)
 		}
 	}
-	for _, stmt := range []string{`DELETE FROM latest_stage`, `DELETE FROM rewrite_stage`, `DELETE FROM dead_stage`} {
-		if _, err := w.conn.ExecContext(ctx, stmt); err != nil {
+	if len(fb.newSeries) > 0 {
+		if err := w.exec(ctx, `INSERT INTO latest
+			SELECT key, ts, record::JSON FROM latest_stage WHERE fresh
+			ON CONFLICT (key) DO UPDATE SET ts = excluded.ts, record = excluded.record
+			WHERE excluded.ts >= latest.ts`); err != nil {
+			return fmt.Errorf("insert into latest: %w", err)
+		}
+	}
+	// The staging tables are the connection's own; only those filled in
+	// this transaction need clearing (a rollback empties them anyway).
+	for _, c := range []struct {
+		used bool
+		stmt string
+	}{{len(fb.latest) > 0, `DELETE FROM latest_stage`}, {len(fb.rewrites) > 0, `DELETE FROM rewrite_stage`}, {len(fb.rejects) > 0, `DELETE FROM dead_stage`}} {
+		if !c.used {
+			continue
+		}
+		if err := w.exec(ctx, c.stmt); err != nil {
 			return fmt.Errorf("clear flush staging: %w", err)
 		}
 	}
@@ -308,7 +352,7 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 			return fmt.Errorf("update field types of series %d: %w", t.id, err)
 		}
 	}
-	if _, err := w.conn.ExecContext(ctx, `UPDATE flush_checkpoint SET wal_position = ?, flushed_at = now() WHERE id = 1`, fb.lastPos); err != nil {
+	if err := w.exec(ctx, `UPDATE flush_checkpoint SET wal_position = ?, flushed_at = now() WHERE id = 1`, fb.lastPos); err != nil {
 		return fmt.Errorf("write flush checkpoint: %w", err)
 	}
 	if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
@@ -362,7 +406,7 @@ func (w *writer) appendAll(conn driver.Conn, fb *flushBatch) error {
 			for _, l := range fb.latest {
 				f := fb.rows[l.row].fields
 				rec = appendRecordJSON(rec[:0], l.series, fb.arena[f.off:f.end], l.ts)
-				if err := a.AppendRow(l.series.key, time.Unix(0, l.ts).UTC(), rec); err != nil {
+				if err := a.AppendRow(l.series.key, time.Unix(0, l.ts).UTC(), rec, l.series.createdGen == fb.gen); err != nil {
 					return err
 				}
 			}

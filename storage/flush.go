@@ -120,6 +120,7 @@ func (fb *flushBatch) addPoint(p *rawPoint, st *seriesTable) error {
 		if s, err = st.create(p); err != nil {
 			return err
 		}
+		s.createdGen = fb.gen
 		fb.newSeries = append(fb.newSeries, s)
 	}
 	if s.batchGen != fb.gen {

@@ -161,8 +161,17 @@ func TestLatestKeepsNewest(t *testing.T) {
 	if got != "2.0" {
 		t.Fatalf("latest holds v=%s, want the newest point's 2.0", got)
 	}
-	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points`); n != 3 {
-		t.Fatalf("history: %d rows, want 3", n)
+	// A newer point of a series created in an earlier flush updates its row.
+	mustStore(t, s, pt("m,k=a", 300, 3), pt("m,k=b", 300, 7))
+	mustFlush(t, s)
+	if err := s.DB().QueryRow(`SELECT string_agg(key || '=' || (record->>'$.fields.v'), ' ' ORDER BY key) FROM latest`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "m,k=a=3.0 m,k=b=7.0" {
+		t.Fatalf("latest after a newer point and a new series: %s", got)
+	}
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points`); n != 5 {
+		t.Fatalf("history: %d rows, want 5", n)
 	}
 }
 
