@@ -195,6 +195,10 @@ func Open(dir string, opts Options) (*Log, error) {
 		l.preKick = make(chan struct{}, 1)
 		l.preDone = make(chan struct{})
 		go l.preallocator()
+		// The first segment too: nothing can be recycled yet, and a spare
+		// zero-filled now, before the load comes, keeps those writes (and
+		// their flush) from queuing in front of the first appends' fsyncs.
+		l.kickPrealloc()
 	}
 	return l, nil
 }

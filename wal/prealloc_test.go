@@ -94,13 +94,15 @@ func TestPreallocate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A spare left by the crashed run may hold anything: it is removed.
+	// A spare left by the crashed run may hold anything: it is replaced
+	// by one zero-filled at open.
 	if err := os.WriteFile(filepath.Join(crashed, preallocName), []byte("not zeros"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c := openT(t, crashed, opts)
-	if _, err := os.Stat(filepath.Join(crashed, preallocName)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the crashed run's spare is still there after open: %v", err)
+	waitSpare(t, c)
+	if b, err := os.ReadFile(filepath.Join(crashed, preallocName)); err != nil || len(b) != segSize || !allZero(b) {
+		t.Fatalf("the spare after open: %d bytes, all zero %v, err %v; want %d zero bytes", len(b), allZero(b), err, segSize)
 	}
 	if got := positions(t, readAll(t, c, 0)); len(got) != int(last) || got[len(got)-1] != last {
 		t.Fatalf("after a crash: read %d records ending at %v, want 1..%d", len(got), got[len(got)-1:], last)
