@@ -238,9 +238,7 @@ func (l *Log) write(b *batch, off *int64) error {
 			return fmt.Errorf("wal: fsync %s after writing %d records: %w", l.path(s.name), b.n, err)
 		}
 	}
-	if s.size+int64(len(b.buf)) >= l.opts.MaxSegmentSize/2 {
-		l.wantSpare(&segment{size: s.size + int64(len(b.buf))})
-	}
+	l.wantSpare(s.size + int64(len(b.buf)))
 	return nil
 }
 
@@ -285,8 +283,8 @@ func (l *Log) create(first, prevLast Position) error {
 // wantSpare is called after each write: once the active segment is half
 // full and no spare is ready (none was recycled by RemoveBefore, which is
 // cheaper), a zero-filled one is prepared for the next rotation.
-func (l *Log) wantSpare(s *segment) {
-	if !l.opts.Preallocate || l.spareReady.Load() || s.size < l.opts.MaxSegmentSize/2 {
+func (l *Log) wantSpare(activeSize int64) {
+	if !l.opts.Preallocate || l.spareReady.Load() || activeSize < l.opts.MaxSegmentSize/2 {
 		return
 	}
 	if l.opts.preallocInline {
