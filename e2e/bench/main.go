@@ -38,6 +38,7 @@ type options struct {
 	series                []int
 	points, mqttMessages  int64
 	runs, conns           int
+	halfRequests          int
 	tcpBatch, httpBatch   int
 	udpBatch              int
 	rate, udpRate         float64
@@ -105,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.rate, "rate", 0, "points/s to send at (0: as fast as the agent takes them)")
 	fs.Float64Var(&o.udpRate, "udp-rate", 0, "points/s to send UDP at, overriding -rate for UDP (0: flood, and count what is lost)")
 	fs.BoolVar(&o.half, "half", true, "also run HTTP at half its measured maximum rate, for ack latency (ignored with -rate)")
+	fs.IntVar(&o.halfRequests, "half-requests", 0, "requests at least in a half-rate HTTP run (0: as many as -points makes; with 300 requests a p99 is the third slowest, 1200 gives it more weight)")
 	fs.IntVar(&o.conns, "conns", 4, "TCP connections, HTTP clients, UDP sockets and MQTT publishers")
 	fs.IntVar(&o.tcpBatch, "tcp-batch", 700, "lines per TCP write (700 lines are about 64 KiB)")
 	fs.IntVar(&o.httpBatch, "http-batch", 5000, "lines per HTTP request body")
@@ -176,8 +178,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-forward %d: must be 0 (skip) or a number of points", o.forward)
 	case len(o.syncs) == 0 || len(o.series) == 0:
 		return o, errors.New("-sync and -series need at least one value each")
-	case o.runs < 1 || o.conns < 1 || o.tcpBatch < 1 || o.httpBatch < 1 || o.udpBatch < 1:
-		return o, errors.New("-runs, -conns and the -*-batch sizes must be at least 1")
+	case o.runs < 1 || o.conns < 1 || o.tcpBatch < 1 || o.httpBatch < 1 || o.udpBatch < 1 || o.halfRequests < 0:
+		return o, errors.New("-runs, -conns and the -*-batch sizes must be at least 1, -half-requests at least 0")
 	case o.points < 1 || o.mqttMessages < 1:
 		return o, errors.New("-points and -mqtt-messages must be at least 1")
 	case o.udpBatch*lineSize > 65507:
@@ -309,6 +311,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			h := sc
 			h.Half, h.Rate = true, float64(int64(median(rates)/2/1000)*1000)
+			h.Points = max(h.Points, int64(o.halfRequests)*int64(o.httpBatch))
 			if h.Rate > 0 {
 				halves = append(halves, h)
 			}
