@@ -404,6 +404,30 @@ func TestFieldTypes(t *testing.T) {
 	check("after a restart")
 }
 
+// TestFieldTypesFollowKindChanges: a field whose kind changes and changes
+// back, at another place among the point's fields, ends with the last kind.
+func TestFieldTypesFollowKindChanges(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	waitReady(t, s)
+	mustStore(t, s,
+		Point{Measurement: "m", Fields: []Field{{"a", IntValue(1)}, {"v", FloatValue(1)}}, Time: 1},
+		Point{Measurement: "m", Fields: []Field{{"v", IntValue(2)}}, Time: 2},
+		Point{Measurement: "m", Fields: []Field{{"a", IntValue(3)}, {"v", FloatValue(3)}}, Time: 3})
+	mustFlush(t, s)
+	var types, fields string
+	if err := s.DB().QueryRow(`SELECT field_types::VARCHAR, string_agg(fields::VARCHAR, ' ' ORDER BY ts) FROM readings WHERE key = 'm' GROUP BY 1`).Scan(&types, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"a":"integer","v":"float"}`; types != want {
+		t.Fatalf("field_types = %s, want %s", types, want)
+	}
+	if want := `{"a":1,"v":1.0} {"v":2} {"a":3,"v":3.0}`; fields != want {
+		t.Fatalf("fields = %s, want %s", fields, want)
+	}
+}
+
 // TestRewritesInOneFlush writes points in random order with many rewrites
 // within one flush and across flushes: one row per (key, time) remains,
 // holding the last write.
