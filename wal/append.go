@@ -334,24 +334,16 @@ func (l *Log) takeSpare(path string) (File, bool) {
 // which is all an append needs, and no zeros are written. The stale
 // records in it carry positions below any the log will write there, which
 // is how recovery tells them from new ones. Reports whether it did.
-func (l *Log) recycle(name string) bool {
-	if !l.opts.Preallocate || l.spareReady.Load() || !l.spareMu.TryLock() {
+func (l *Log) recycle(d doomed) bool {
+	// A segment sealed early (by age) is not worth keeping.
+	if !l.opts.Preallocate || d.size < l.opts.MaxSegmentSize/2 || l.spareReady.Load() || !l.spareMu.TryLock() {
 		return false
 	}
 	defer l.spareMu.Unlock()
 	if l.spareReady.Load() {
 		return false
 	}
-	f, err := l.fs.OpenFile(l.path(name), os.O_RDONLY, 0)
-	if err != nil {
-		return false
-	}
-	st, err := f.Stat()
-	f.Close()
-	if err != nil || st.Size() < l.opts.MaxSegmentSize/2 {
-		return false // a segment sealed early by age: not worth keeping
-	}
-	if err := l.fs.Rename(l.path(name), l.path(preallocName)); err != nil {
+	if err := l.fs.Rename(l.path(d.name), l.path(preallocName)); err != nil {
 		return false
 	}
 	l.recycled.Add(1)

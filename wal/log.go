@@ -158,6 +158,7 @@ type Log struct {
 type doomed struct {
 	name    string
 	damaged bool
+	size    int64 // bytes of records, header included
 }
 
 // Open opens the log in dir, creating the directory if needed, and takes
@@ -633,7 +634,7 @@ func (l *Log) RemoveBefore(pos Position) (removed int, err error) {
 	l.doomed = nil
 	for len(l.segs) > 1 && l.segs[0].last < pos && l.segs[0] != l.activeSeg {
 		s := l.segs[0]
-		todo = append(todo, doomed{s.name, s.damaged})
+		todo = append(todo, doomed{s.name, s.damaged, s.size})
 		l.segs = l.segs[1:]
 	}
 	l.mu.Unlock()
@@ -647,7 +648,7 @@ func (l *Log) RemoveBefore(pos Position) (removed int, err error) {
 		switch {
 		case d.damaged:
 			err = l.fs.Rename(l.path(d.name), l.path(d.name+brokenSuffix))
-		case l.recycle(d.name):
+		case l.recycle(d):
 		default:
 			err = l.fs.Remove(l.path(d.name))
 		}
