@@ -87,7 +87,9 @@ func openDuckDB(path string, memoryLimit string, threads int, exportDir string) 
 	// The file is attached rather than opened, for ROW_GROUP_SIZE (see
 	// rowGroupSize); every connection of the pool then makes it its default.
 	attach := fmt.Sprintf("ATTACH '%s' AS fpagent (ROW_GROUP_SIZE %d)", strings.ReplaceAll(path, "'", "''"), rowGroupSize)
-	var attached bool // connections are made one at a time by database/sql
+	// Set by the first connection, which the setup below makes before the
+	// pool is anyone else's: later connections only switch to the file.
+	var attached bool
 	connector, err := duckdb.NewConnector(dsn, func(ex driver.ExecerContext) error {
 		if !attached {
 			if _, err := ex.ExecContext(context.Background(), attach, nil); err != nil {
