@@ -1,7 +1,11 @@
 package mqtt
 
 import (
+	"bufio"
 	"fmt"
+	"net"
+	"net/url"
+	"os"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -101,6 +105,13 @@ func newPahoClient(o *Options, ev events) (client, error) {
 		}
 		po.SetTLSConfig(cfg)
 	}
+	// Plain TCP connections are read through a buffer: paho reads every
+	// packet with at least three reads on the raw connection (type, length,
+	// body), a seventh of the agent's CPU at one reading per message. TLS,
+	// websockets and a proxy from the environment keep paho's own dialer.
+	if plainTCP(o.Brokers) && os.Getenv("ALL_PROXY") == "" && os.Getenv("all_proxy") == "" {
+		po.SetCustomOpenConnectionFn(dialBuffered)
+	}
 	po.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { ev.onMessage(m) })
 	po.SetOnConnectHandler(func(paho.Client) { ev.onConnect() })
 	po.SetConnectionLostHandler(func(_ paho.Client, err error) { ev.onLost(err) })
@@ -116,3 +127,37 @@ func newPahoClient(o *Options, ev events) (client, error) {
 // TLSOptions configures TLS towards the broker (ssl://, tls://, mqtts://,
 // wss:// URLs, or any URL once a CA or client certificate is set).
 type TLSOptions = tlsconf.Client
+
+// plainTCP reports whether every broker is a tcp:// or mqtt:// URL.
+func plainTCP(brokers []string) bool {
+	for _, b := range brokers {
+		u, err := url.Parse(b)
+		if err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt") {
+			return false
+		}
+	}
+	return len(brokers) > 0
+}
+
+// dialBuffered connects as paho does for tcp:// (its dialer, its timeout)
+// and buffers what is read.
+func dialBuffered(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	d := o.Dialer
+	if d == nil {
+		d = &net.Dialer{Timeout: o.ConnectTimeout}
+	}
+	conn, err := d.Dial("tcp", u.Host)
+	if err != nil {
+		return nil, err
+	}
+	return &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, 32<<10)}, nil
+}
+
+// bufferedConn reads through r; everything else goes to the connection.
+// paho reads from one goroutine only.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

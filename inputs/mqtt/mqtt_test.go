@@ -531,3 +531,21 @@ func TestRedeliveryParsesToSamePoint(t *testing.T) {
 		t.Fatalf("redelivery gave %+v then %+v", a.Points[0], b.Points[0])
 	}
 }
+
+func TestPlainTCP(t *testing.T) {
+	for _, tc := range []struct {
+		brokers []string
+		want    bool
+	}{
+		{[]string{"tcp://127.0.0.1:1883"}, true},
+		{[]string{"mqtt://broker:1883", "tcp://other:1883"}, true},
+		{[]string{"tcp://a:1883", "ssl://b:8883"}, false},
+		{[]string{"ws://a:80/mqtt"}, false},
+		{[]string{"::not a url"}, false},
+		{nil, false},
+	} {
+		if got := plainTCP(tc.brokers); got != tc.want {
+			t.Errorf("plainTCP(%q) = %v, want %v", tc.brokers, got, tc.want)
+		}
+	}
+}
