@@ -365,32 +365,31 @@ func (l *Log) recover() error {
 		sc.reset(c.f, c.size)
 		res := l.scanSegment(&sc, seg, limit)
 		isLast := i == len(good)-1
-		if res.tail >= 0 && res.zeroTail && (isLast || max(seg.last, seg.first-1) >= good[i+1].hdr.prevLast) {
-			// Preallocated space never written (the active segment of a
-			// run that did not close, or a seal whose cut failed): it ends
-			// the segment cleanly when nothing the next segment expects
-			// is missing.
-			l.log.Info("wal: cutting the unwritten preallocated end of a segment", "file", l.path(c.name), "offset", res.tail, "bytes", c.size-seg.size, "found", res.tailReason)
-			if err := c.f.Truncate(seg.size); err != nil {
-				return fmt.Errorf("wal: cut the preallocated end of %s at offset %d: %w", l.path(c.name), seg.size, err)
-			}
-			if err := c.f.Sync(); err != nil {
-				return fmt.Errorf("wal: sync %s: %w", l.path(c.name), err)
-			}
-		} else if res.tail >= 0 {
-			if isLast {
-				l.log.Warn("wal: cutting a torn tail", "file", l.path(c.name), "offset", res.tail, "bytes", c.size-seg.size, "reason", res.tailReason)
-				if err := c.f.Truncate(seg.size); err != nil {
-					return fmt.Errorf("wal: cut the torn tail of %s at offset %d: %w", l.path(c.name), seg.size, err)
-				}
+		// What follows the last record of the newest segment is cut. Zeros,
+		// or records of a recycled file's earlier use, are space never
+		// written (a run that did not close, or a seal whose cut failed):
+		// they end an older segment cleanly too when nothing the next
+		// segment expects is missing. Anything else there is damage.
+		unwritten := res.zeroTail && (isLast || max(seg.last, seg.first-1) >= good[i+1].hdr.prevLast)
+		switch {
+		case res.tail < 0:
+		case unwritten || isLast:
+			if unwritten {
+				l.log.Info("wal: cutting the unwritten preallocated end of a segment", "file", l.path(c.name), "offset", res.tail, "bytes", c.size-seg.size, "found", res.tailReason)
 			} else {
-				l.corrupt(seg, &CorruptionError{Segment: c.name, Offset: res.tail, Reason: res.tailReason + "; nothing readable follows in this segment"})
+				l.log.Warn("wal: cutting a torn tail", "file", l.path(c.name), "offset", res.tail, "bytes", c.size-seg.size, "reason", res.tailReason)
 			}
+			if err := c.f.Truncate(seg.size); err != nil {
+				return fmt.Errorf("wal: cut the end of %s at offset %d: %w", l.path(c.name), seg.size, err)
+			}
+		default:
+			l.corrupt(seg, &CorruptionError{Segment: c.name, Offset: res.tail, Reason: res.tailReason + "; nothing readable follows in this segment"})
 		}
-		if isLast {
-			// Under SyncInterval and SyncNone the tail may be in the page
-			// cache only: make it durable before building on it, or a power
-			// loss could leave a hole below records synced later.
+		if isLast || unwritten {
+			// The newest segment's tail may be in the page cache only
+			// (SyncInterval, SyncNone): make it durable before building on
+			// it, or a power loss could leave a hole below records synced
+			// later. An older segment's cut is made durable too.
 			if err := c.f.Sync(); err != nil {
 				return fmt.Errorf("wal: sync %s: %w", l.path(c.name), err)
 			}
