@@ -43,12 +43,14 @@
 //	0000000000000003-00000000000a2f41.wal
 //	└── sequence ──┘ └─ first pos. ─┘
 //
-// With Options.Preallocate, a zero-filled file named next.wal.tmp is made
-// ready in the background and renamed to become the next segment, so that
-// appends overwrite allocated blocks and fdatasync has no metadata to
-// commit. The active segment is then longer than its records, with zeros
-// after them; sealing cuts it to its records. Open removes a leftover
-// next.wal.tmp.
+// With Options.Preallocate, the next segment is a spare file named
+// next.wal.tmp, renamed into place at rotation, so that appends overwrite
+// allocated blocks and fdatasync has no metadata to commit. The spare is a
+// segment RemoveBefore would have deleted (recycled), or else a file
+// zero-filled in the background. The active segment is then longer than
+// its records, with zeros or the recycled file's old records (positions
+// below the segment's first) after them; sealing cuts it to its records.
+// Open removes a leftover next.wal.tmp.
 //
 // All integers are little-endian. A segment starts with a 40-byte header
 // and holds whole records back to back:
