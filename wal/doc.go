@@ -82,10 +82,10 @@
 //
 //   - A torn tail of the newest segment (bad bytes with nothing readable
 //     after them, as a crash leaves) is cut at the last good record, and
-//     the segment is fsynced. Writing continues in a new segment. Zeros
-//     from the last good record to the end of the file are preallocated
-//     space: cut the same way, and not damage, in the newest segment and in
-//     an older one whose successor's prevLast says nothing is missing.
+//     the segment is fsynced. Writing continues in a new segment. Zeros, or
+//     a recycled file's old records, after the last good record are space
+//     never written: cut the same way, and not damage, in the newest segment
+//     and in an older one whose successor's prevLast says nothing is missing.
 //   - Damage with readable records after it, or at the end of a sealed
 //     segment, is corruption: a *CorruptionError naming file and offset is
 //     logged, counted (Stats.Corruptions) and kept in Problems; readers
