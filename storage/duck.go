@@ -225,8 +225,9 @@ func readCheckpoint(ctx context.Context, db *sql.DB) (uint64, error) {
 
 // writer owns the one connection the flusher writes through.
 type writer struct {
-	conn  *sql.Conn
-	stmts map[string]*sql.Stmt // prepared on conn: see exec
+	conn   *sql.Conn
+	stmts  map[string]*sql.Stmt // prepared on conn: see exec
+	points *pointsFunc
 }
 
 // exec runs one of the flush's fixed statements, prepared once per
@@ -248,7 +249,7 @@ func (w *writer) exec(ctx context.Context, query string, args ...any) error {
 	return err
 }
 
-func newWriter(ctx context.Context, db *sql.DB) (*writer, error) {
+func newWriter(ctx context.Context, db *sql.DB, points *pointsFunc) (*writer, error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, err
@@ -263,7 +264,7 @@ func newWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 			return nil, fmt.Errorf("prepare flush connection: %w", err)
 		}
 	}
-	return &writer{conn: conn}, nil
+	return &writer{conn: conn, points: points}, nil
 }
 
 func (w *writer) close() error {
@@ -304,7 +305,7 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 			return fmt.Errorf("remove rewritten points: %w", err)
 		}
 	}
-	if err := w.conn.Raw(func(dc any) error { return appendPoints(dc.(driver.Conn), fb) }); err != nil {
+	if err := w.insertPoints(ctx, fb); err != nil {
 		return err
 	}
 	if len(fb.rejects) > 0 {
@@ -454,21 +455,17 @@ func appendDeadLetters(conn driver.Conn, fb *flushBatch) error {
 	return nil
 }
 
-func appendPoints(conn driver.Conn, fb *flushBatch) error {
-	err := withAppender(conn, "points", func(a *duckdb.Appender) error {
-		for i := range fb.rows {
-			r := &fb.rows[i]
-			if r.dead {
-				continue
-			}
-			if err := a.AppendRow(time.Unix(0, r.ts).UTC(), r.series, fb.arena[r.fields.off:r.fields.end]); err != nil {
-				return err
-			}
-		}
+// insertPoints inserts the batch's live rows through the flush's table
+// function (see pointsFunc).
+func (w *writer) insertPoints(ctx context.Context, fb *flushBatch) error {
+	if len(fb.rows) == 0 {
 		return nil
-	})
+	}
+	w.points.set(fb)
+	_, err := w.conn.ExecContext(ctx, w.points.insert)
+	w.points.set(nil)
 	if err != nil {
-		return fmt.Errorf("append points: %w", err)
+		return fmt.Errorf("insert points: %w", err)
 	}
 	return nil
 }

@@ -111,6 +111,7 @@ type Store struct {
 	log    *slog.Logger
 	wal    *wal.Log
 	db     *sql.DB
+	points *pointsFunc // the flush's way into the points table
 	cache  *cache
 	feeds  []*Feed
 
@@ -185,12 +186,19 @@ func Open(dbPath string, cfg Config) (*Store, error) {
 		log.Close()
 		return nil, err
 	}
+	points, err := registerPointsFunc(context.Background(), db)
+	if err != nil {
+		db.Close()
+		log.Close()
+		return nil, fmt.Errorf("DuckDB database %s: %w", dbPath, err)
+	}
 	s := &Store{
 		cfg:     cfg,
 		dbPath:  dbPath,
 		log:     cfg.Logger,
 		wal:     log,
 		db:      db,
+		points:  points,
 		cache:   newCache(cfg.CacheMaxKeys),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
@@ -248,7 +256,7 @@ func (s *Store) openFlushState(ctx context.Context) (*seriesTable, *writer, erro
 		return nil, nil, err
 	}
 	s.seriesCount.Store(int64(len(byKey)))
-	w, err := newWriter(ctx, s.db)
+	w, err := newWriter(ctx, s.db, s.points)
 	if err != nil {
 		return nil, nil, err
 	}
