@@ -56,8 +56,11 @@ type flushBatch struct {
 	// backwards lists the series that went back in time within this flush:
 	// only their rows can hold a point written twice (see dedupe).
 	backwards []*seriesInfo
-	// when a series goes back in time within one flush.
-	raw rawPoint
+	raw       rawPoint // the point being decoded
+
+	// dedupe's scratch: a bitset of series ids and a hash table of rows.
+	flagged []uint64
+	seen    []int32
 }
 
 func (fb *flushBatch) reset(gen uint64) {
@@ -213,35 +216,57 @@ func appendRecordJSON(dst []byte, s *seriesInfo, fields []byte, ts int64) []byte
 
 // dedupe marks dead every row that a later row of the same series and time
 // rewrites (the later write wins). Only series that went back in time
-// within the batch can have such rows, so only their rows are sorted.
+// within the batch can have such rows, so only their rows are looked at,
+// through a hash table of (series, time) reused from flush to flush: a
+// sender on several connections sends every series back and forth in
+// time, and sorting those rows cost a fifth of building the batch.
 func (fb *flushBatch) dedupe() {
 	if len(fb.backwards) == 0 {
 		return
 	}
-	flagged := make(map[uint32]bool, len(fb.backwards))
+	maxID := uint32(0)
 	for _, s := range fb.backwards {
-		flagged[s.id] = true
+		maxID = max(maxID, s.id)
 	}
-	var idx []int
+	if need := int(maxID/64) + 1; len(fb.flagged) < need {
+		fb.flagged = make([]uint64, need)
+	}
+	for _, s := range fb.backwards {
+		fb.flagged[s.id/64] |= 1 << (s.id % 64)
+	}
+	defer func() {
+		for _, s := range fb.backwards {
+			fb.flagged[s.id/64] = 0
+		}
+	}()
+	size := 1024
+	for size < 2*len(fb.rows) {
+		size *= 2
+	}
+	if len(fb.seen) < size {
+		fb.seen = make([]int32, size)
+	} else {
+		fb.seen = fb.seen[:size]
+		clear(fb.seen)
+	}
+	mask := uint64(size - 1)
 	for i := range fb.rows {
-		if flagged[fb.rows[i].series] {
-			idx = append(idx, i)
+		r := &fb.rows[i]
+		if fb.flagged[r.series/64]&(1<<(r.series%64)) == 0 {
+			continue
 		}
-	}
-	sort.Slice(idx, func(a, b int) bool {
-		ra, rb := &fb.rows[idx[a]], &fb.rows[idx[b]]
-		if ra.series != rb.series {
-			return ra.series < rb.series
-		}
-		if ra.ts != rb.ts {
-			return ra.ts < rb.ts
-		}
-		return idx[a] < idx[b]
-	})
-	for k := 0; k+1 < len(idx); k++ {
-		r, next := &fb.rows[idx[k]], &fb.rows[idx[k+1]]
-		if r.series == next.series && r.ts == next.ts {
-			r.dead = true
+		h := (uint64(r.ts)*0x9E3779B97F4A7C15 ^ uint64(r.series)*0xC2B2AE3D27D4EB4F) >> 20
+		for k := h & mask; ; k = (k + 1) & mask {
+			j := fb.seen[k] - 1 // slots hold row index + 1; 0 is empty
+			if j < 0 {
+				fb.seen[k] = int32(i + 1)
+				break
+			}
+			if o := &fb.rows[j]; o.series == r.series && o.ts == r.ts {
+				o.dead = true
+				fb.seen[k] = int32(i + 1)
+				break
+			}
 		}
 	}
 }
