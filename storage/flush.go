@@ -252,7 +252,7 @@ func (fb *flushBatch) dedupe() {
 	mask := uint64(size - 1)
 	for i := range fb.rows {
 		r := &fb.rows[i]
-		if fb.flagged[r.series/64]&(1<<(r.series%64)) == 0 {
+		if w := int(r.series / 64); w >= len(fb.flagged) || fb.flagged[w]&(1<<(r.series%64)) == 0 {
 			continue
 		}
 		h := (uint64(r.ts)*0x9E3779B97F4A7C15 ^ uint64(r.series)*0xC2B2AE3D27D4EB4F) >> 20

@@ -32,19 +32,30 @@ func TestDedupe(t *testing.T) {
 					if s == nil {
 						s = &seriesInfo{id: id}
 						infos[id] = s
-						// Every series may go back in time: all rows are looked at.
-						fb.backwards = append(fb.backwards, s)
+						// A third of the series did not go back in time:
+						// their rows are left alone.
+						if id%3 != 2 {
+							fb.backwards = append(fb.backwards, s)
+						}
 					}
 					fb.rows = append(fb.rows, row{ts: int64(rng.IntN(tc.times)) - 3, series: id})
 				}
 				fb.dedupe()
 				last := make(map[[2]int64]int)
 				for i, r := range fb.rows {
-					last[[2]int64{int64(r.series), r.ts}] = i
+					k := [2]int64{int64(r.series), r.ts}
+					if r.series%3 == 2 {
+						k[1], k[0] = int64(i), -1 // unflagged: every row lives
+					}
+					last[k] = i
 				}
 				live := 0
 				for i, r := range fb.rows {
-					want := last[[2]int64{int64(r.series), r.ts}] != i
+					k := [2]int64{int64(r.series), r.ts}
+					if r.series%3 == 2 {
+						k[1], k[0] = int64(i), -1
+					}
+					want := last[k] != i
 					if r.dead != want {
 						t.Fatalf("round %d: row %d (series %d, ts %d) dead=%v, want %v", round, i, r.series, r.ts, r.dead, want)
 					}
@@ -61,17 +72,19 @@ func TestDedupe(t *testing.T) {
 }
 
 // TestDedupeOnlyFlaggedSeries: rows of series that never went back in time
-// are left alone, even when another series' rows share their times.
+// are left alone, even when another series' rows share their times, and
+// whatever their ids.
 func TestDedupeOnlyFlaggedSeries(t *testing.T) {
 	var fb flushBatch
 	fb.reset(1)
 	back := &seriesInfo{id: 70}
 	fb.backwards = append(fb.backwards, back)
+	// Series 1 and 500 are not flagged; 500 is beyond the flagged ids.
 	fb.rows = append(fb.rows,
 		row{ts: 5, series: 1}, row{ts: 5, series: 70}, row{ts: 4, series: 70},
-		row{ts: 5, series: 70}, row{ts: 5, series: 1})
+		row{ts: 5, series: 70}, row{ts: 5, series: 1}, row{ts: 5, series: 500}, row{ts: 5, series: 500})
 	fb.dedupe()
-	want := []bool{false, true, false, false, false}
+	want := []bool{false, true, false, false, false, false, false}
 	for i, r := range fb.rows {
 		if r.dead != want[i] {
 			t.Errorf("row %d (series %d, ts %d): dead=%v, want %v", i, r.series, r.ts, r.dead, want[i])
