@@ -232,6 +232,53 @@ func TestFlushTriggers(t *testing.T) {
 	}
 }
 
+// Flushes that batch_size starts are spaced by MinFlushInterval; ForceFlush
+// is not held back.
+func TestMinFlushInterval(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.BatchSize = 10
+	cfg.MinFlushInterval = 3 * time.Second
+	s := openTest(t, dir, cfg)
+	defer s.Close()
+	waitReady(t, s)
+	store := func(from int) {
+		for i := range 10 {
+			mustStore(t, s, pt("m,k=a", int64(from+i), 1))
+		}
+	}
+	waitFlushed := func(n uint64) time.Time {
+		deadline := time.Now().Add(20 * time.Second)
+		for s.Stats().FlushedTotal < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d readings never flushed: %+v", n, s.Stats())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Now()
+	}
+	store(0)
+	first := waitFlushed(10)
+	store(10)
+	time.Sleep(300 * time.Millisecond)
+	if got := s.Stats().FlushedTotal; got != 10 {
+		t.Fatalf("a second flush started %v after the first: flushed %d, want it held back", time.Since(first), got)
+	}
+	if second := waitFlushed(20); second.Sub(first) < 2500*time.Millisecond {
+		t.Errorf("second flush %v after the first, want about 3s", second.Sub(first))
+	}
+	// ForceFlush (and so Get of an evicted key, and backpressure) is urgent.
+	store(20)
+	start := time.Now()
+	mustFlush(t, s)
+	if got := s.Stats().FlushedTotal; got != 30 {
+		t.Fatalf("after ForceFlush flushed %d, want 30", got)
+	}
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("ForceFlush waited %v: it was held back by MinFlushInterval", d)
+	}
+}
+
 func TestFlushFailureRetriesAndLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(dir)

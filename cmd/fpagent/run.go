@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -479,17 +480,19 @@ func storageConfig(cfg *config.Config, log *slog.Logger, reg prometheus.Register
 		NoPreallocate: !st.WALPreallocate,
 		BatchSize:     st.BatchSize,
 		FlushInterval: st.FlushInterval.D(),
-		Sync:          wal.SyncPolicy(st.Sync),
-		SyncInterval:  st.SyncInterval.D(),
-		CacheMaxKeys:  st.CacheMaxKeys,
-		DiskBudget:    int64(st.DiskBudget),
-		StoreTimeout:  st.StoreTimeout.D(),
-		MemoryLimit:   st.DuckDB.MemoryLimit,
-		Threads:       st.DuckDB.Threads,
-		Logger:        log.With("component", "storage"),
-		Registerer:    reg,
-		Feeds:         feedConfigs(cfg),
-		CursorDir:     cfg.OutputsDir(),
-		ExportDir:     cfg.ExportDir(),
+		// 0 in the file means no spacing; storage reads 0 as its default.
+		MinFlushInterval: cmp.Or(st.FlushMinInterval.D(), -1),
+		Sync:             wal.SyncPolicy(st.Sync),
+		SyncInterval:     st.SyncInterval.D(),
+		CacheMaxKeys:     st.CacheMaxKeys,
+		DiskBudget:       int64(st.DiskBudget),
+		StoreTimeout:     st.StoreTimeout.D(),
+		MemoryLimit:      st.DuckDB.MemoryLimit,
+		Threads:          st.DuckDB.Threads,
+		Logger:           log.With("component", "storage"),
+		Registerer:       reg,
+		Feeds:            feedConfigs(cfg),
+		CursorDir:        cfg.OutputsDir(),
+		ExportDir:        cfg.ExportDir(),
 	}
 }

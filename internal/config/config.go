@@ -52,7 +52,8 @@ type Storage struct {
 	BatchSize            int      `yaml:"batch_size"`
 	FlushInterval        Duration `yaml:"flush_interval"`
 	FlushIntervalSeconds *Seconds `yaml:"flush_interval_seconds,omitempty"`
-	Sync                 string   `yaml:"sync"` // always | interval | none
+	FlushMinInterval     Duration `yaml:"flush_min_interval"` // spacing of batch_size flushes; 0 = none
+	Sync                 string   `yaml:"sync"`               // always | interval | none
 	SyncInterval         Duration `yaml:"sync_interval"`
 	CacheMaxKeys         int      `yaml:"cache_max_keys"`
 	DiskBudget           Size     `yaml:"disk_budget"`
@@ -264,17 +265,18 @@ func Default() *Config {
 		ShutdownTimeout: Duration(60 * time.Second),
 		Log:             Log{Level: "info", Format: "text"},
 		Storage: Storage{
-			MaxWALSize:     10 << 20,
-			MaxWALAge:      Duration(300 * time.Second),
-			WALPreallocate: true,
-			BatchSize:      1000,
-			FlushInterval:  Duration(30 * time.Second),
-			Sync:           "always",
-			SyncInterval:   Duration(100 * time.Millisecond),
-			CacheMaxKeys:   100000,
-			DiskBudget:     1 << 30,
-			StoreTimeout:   Duration(5 * time.Second),
-			DuckDB:         DuckDB{MemoryLimit: "256MB", Threads: 2},
+			MaxWALSize:       10 << 20,
+			MaxWALAge:        Duration(300 * time.Second),
+			WALPreallocate:   true,
+			BatchSize:        1000,
+			FlushInterval:    Duration(30 * time.Second),
+			FlushMinInterval: Duration(time.Second),
+			Sync:             "always",
+			SyncInterval:     Duration(100 * time.Millisecond),
+			CacheMaxKeys:     100000,
+			DiskBudget:       1 << 30,
+			StoreTimeout:     Duration(5 * time.Second),
+			DuckDB:           DuckDB{MemoryLimit: "256MB", Threads: 2},
 		},
 		Admin: Admin{
 			Listen:               "127.0.0.1:8187",

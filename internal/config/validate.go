@@ -95,6 +95,9 @@ func (cfg *Config) validate(lines map[string]int) []Problem {
 	c.positive("storage.max_wal_age", s.MaxWALAge)
 	c.atLeast("storage.batch_size", int64(s.BatchSize), 1, "")
 	c.positive("storage.flush_interval", s.FlushInterval)
+	if s.FlushMinInterval < 0 {
+		c.bad("storage.flush_min_interval", "%s is negative (0 flushes as soon as batch_size readings are pending)", s.FlushMinInterval)
+	}
 	c.oneOf("storage.sync", s.Sync, "always", "interval", "none")
 	if s.Sync == "interval" {
 		c.positive("storage.sync_interval", s.SyncInterval)
