@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/url"
@@ -140,7 +139,8 @@ func plainTCP(brokers []string) bool {
 }
 
 // dialBuffered connects as paho does for tcp:// (its dialer, its timeout)
-// and buffers what is read.
+// and wraps the connection in a brokerConn, which buffers reads and
+// coalesces writes.
 func dialBuffered(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	d := o.Dialer
 	if d == nil {
@@ -150,14 +150,5 @@ func dialBuffered(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, 32<<10)}, nil
+	return newBrokerConn(conn), nil
 }
-
-// bufferedConn reads through r; everything else goes to the connection.
-// paho reads from one goroutine only.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
