@@ -126,21 +126,33 @@ func (m *keyMemo) canonical(p *Point) bool {
 }
 
 // isCanonicalKey tells whether p.Key is SeriesKey(p.Measurement, p.Tags)
-// without building the key: it walks both at once.
+// without building the key: it walks both at once. A part with nothing to
+// escape (nearly all) is compared as a whole.
 func isCanonicalKey(p *Point) bool {
 	k := p.Key
 	i := 0
-	match := func(s string, special string) bool {
+	match := func(s string, special *[256]bool) bool {
+		plain := true
+		for j := 0; j < len(s); j++ {
+			if special[s[j]] {
+				plain = false
+				break
+			}
+		}
+		if plain {
+			if len(k)-i < len(s) || k[i:i+len(s)] != s {
+				return false
+			}
+			i += len(s)
+			return true
+		}
 		for j := 0; j < len(s); j++ {
 			c := s[j]
-			for x := 0; x < len(special); x++ {
-				if c == special[x] {
-					if i >= len(k) || k[i] != '\\' {
-						return false
-					}
-					i++
-					break
+			if special[c] {
+				if i >= len(k) || k[i] != '\\' {
+					return false
 				}
+				i++
 			}
 			if i >= len(k) || k[i] != c {
 				return false
@@ -149,7 +161,7 @@ func isCanonicalKey(p *Point) bool {
 		}
 		return true
 	}
-	if !match(p.Measurement, `, \`) {
+	if !match(p.Measurement, &measurementSpecial) {
 		return false
 	}
 	for _, t := range p.Tags {
@@ -157,16 +169,28 @@ func isCanonicalKey(p *Point) bool {
 			return false
 		}
 		i++
-		if !match(t.Key, `,= \`) || i >= len(k) || k[i] != '=' {
+		if !match(t.Key, &tagSpecial) || i >= len(k) || k[i] != '=' {
 			return false
 		}
 		i++
-		if !match(t.Value, `,= \`) {
+		if !match(t.Value, &tagSpecial) {
 			return false
 		}
 	}
 	return i == len(k)
 }
+
+// The bytes a series key escapes with a backslash, in a measurement and in
+// a tag key or value.
+var measurementSpecial, tagSpecial = func() (m, t [256]bool) {
+	for _, c := range []byte(", \\") {
+		m[c] = true
+	}
+	for _, c := range []byte(",= \\") {
+		t[c] = true
+	}
+	return m, t
+}()
 
 // decoder reads a batch record without copying: the byte slices it returns
 // point into the record and are valid as long as the record is.
