@@ -271,6 +271,7 @@ func (l *Log) create(first, prevLast Position) error {
 	s := &segment{seq: seq, first: first, prevLast: prevLast, name: name, last: first - 1, size: segmentHeaderSize}
 	l.mu.Lock()
 	l.segs = append(l.segs, s)
+	l.nsegs.Store(int64(len(l.segs)))
 	l.activeSeg = s
 	l.mu.Unlock()
 	l.active, l.activeBorn, l.dirty, l.activePre = f, time.Now(), false, pre
@@ -282,9 +283,20 @@ func (l *Log) create(first, prevLast Position) error {
 
 // wantSpare is called after each write: once the active segment is half
 // full and no spare is ready (none was recycled by RemoveBefore, which is
-// cheaper), a zero-filled one is prepared for the next rotation.
+// cheaper), a zero-filled one is prepared for the next rotation. Not while
+// sealed segments wait for their reader, though: when the reader catches
+// up their removal recycles them, and when it lags (ingest outruns DuckDB)
+// writing every segment twice costs the CPU and disk it lacks (7% of the
+// agent's CPU, and the zero-filling held off recycling meanwhile).
 func (l *Log) wantSpare(activeSize int64) {
 	if !l.opts.Preallocate || l.spareReady.Load() || activeSize < l.opts.MaxSegmentSize/2 {
+		return
+	}
+	behind := int64(maxSealedForZeroFill)
+	if l.opts.zeroFillBehind > 0 {
+		behind = int64(l.opts.zeroFillBehind)
+	}
+	if l.nsegs.Load() > behind+1 {
 		return
 	}
 	if l.opts.preallocInline {
@@ -350,6 +362,10 @@ func (l *Log) recycle(d doomed) bool {
 	l.spareReady.Store(true)
 	return true
 }
+
+// maxSealedForZeroFill is the most sealed segments there may be for
+// wantSpare to zero-fill a spare.
+const maxSealedForZeroFill = 1
 
 func (l *Log) kickPrealloc() {
 	select {

@@ -129,6 +129,7 @@ type Log struct {
 	problems  []error
 	doomed    []doomed // segments whose removal failed, retried by RemoveBefore
 
+	nsegs    atomic.Int64  // len(segs), for wantSpare
 	visible  atomic.Uint64 // LastPosition
 	synced   atomic.Uint64 // highest position known to be fsynced
 	isClosed atomic.Bool
@@ -406,6 +407,7 @@ func (l *Log) recover() error {
 		prev = seg
 		l.segs = append(l.segs, seg)
 	}
+	l.nsegs.Store(int64(len(l.segs)))
 	if err := l.fs.SyncDir(l.dir); err != nil {
 		return fmt.Errorf("wal: sync directory %s: %w", l.dir, err)
 	}
@@ -636,6 +638,7 @@ func (l *Log) RemoveBefore(pos Position) (removed int, err error) {
 		todo = append(todo, doomed{s.name, s.damaged, s.size})
 		l.segs = l.segs[1:]
 	}
+	l.nsegs.Store(int64(len(l.segs)))
 	l.mu.Unlock()
 	if len(todo) == 0 {
 		return 0, nil

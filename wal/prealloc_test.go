@@ -55,7 +55,7 @@ func TestPreallocate(t *testing.T) {
 		t.Skipf("%s is on a memory file system, where preallocation is off", dir)
 	}
 	const segSize = 64 << 10
-	opts := Options{Preallocate: true, MaxSegmentSize: segSize, MaxSegmentAge: -1}
+	opts := Options{Preallocate: true, MaxSegmentSize: segSize, MaxSegmentAge: -1, zeroFillBehind: 1 << 20}
 	l := openT(t, dir, opts)
 	// Batches of about 16 KiB; past half a segment, a spare is made.
 	for i := 0; i < 40 && l.Stats().Preallocated < 4; i++ {
@@ -144,7 +144,7 @@ func TestPreallocateFailure(t *testing.T) {
 	}
 	var logs syncBuffer
 	l := openT(t, "/wal", Options{FS: fs, Preallocate: true, preallocInline: true, MaxSegmentSize: 4096, MaxSegmentAge: -1,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		zeroFillBehind: 1 << 20, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer l.Close()
 	appendBatches(t, l, 6, 50) // several rotations
 	st := l.Stats()
@@ -225,5 +225,39 @@ func TestPreallocateRecycles(t *testing.T) {
 	}
 	if p := c.Problems(); len(p) != 0 {
 		t.Fatalf("a recycled segment's old records reported as damage: %v", p)
+	}
+}
+
+// TestPreallocateNotWhileBehind: with sealed segments waiting for their
+// reader, no spare is zero-filled (their removal will recycle them); once
+// the reader has caught up, spares are made again.
+func TestPreallocateNotWhileBehind(t *testing.T) {
+	fs := newMemFS()
+	l := openT(t, "/wal", Options{FS: fs, Preallocate: true, preallocInline: true, MaxSegmentSize: 4096, MaxSegmentAge: -1})
+	defer l.Close()
+	appendBatches(t, l, 8, 50) // several rotations, nothing removed
+	behind := l.Stats()
+	if behind.Segments < 4 {
+		t.Fatalf("want a backlog of segments, have %+v", behind)
+	}
+	appendBatches(t, l, 4, 50)
+	if st := l.Stats(); st.Preallocated != behind.Preallocated {
+		t.Fatalf("%d more spares zero-filled while %d segments waited for their reader", st.Preallocated-behind.Preallocated, behind.Segments-1)
+	}
+	if behind.Preallocated > maxSealedForZeroFill+1 {
+		t.Fatalf("Preallocated = %d with no reader; want at most %d", behind.Preallocated, maxSealedForZeroFill+1)
+	}
+	// The reader catches up: a removed segment is recycled, and once that
+	// spare is used, a zero-filled one is made again (until the reader is
+	// behind once more).
+	before := l.Stats()
+	if _, err := l.RemoveBefore(l.LastPosition() + 1); err != nil {
+		t.Fatal(err)
+	}
+	appendBatches(t, l, 6, 50)
+	st := l.Stats()
+	if st.Recycled-before.Recycled != 1 || st.Preallocated-before.Preallocated < 2 {
+		t.Fatalf("after the reader caught up: %d segments from spares (%d recycled), want >= 2 (1): %+v",
+			st.Preallocated-before.Preallocated, st.Recycled-before.Recycled, st)
 	}
 }

@@ -70,6 +70,9 @@ type Options struct {
 	// after a rotation, instead of in the background: tests that count
 	// file system operations need them in a fixed order.
 	preallocInline bool
+	// zeroFillBehind, when positive, replaces maxSealedForZeroFill: tests
+	// of zero-filling write many segments that no reader removes.
+	zeroFillBehind int
 }
 
 const (
