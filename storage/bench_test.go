@@ -24,9 +24,20 @@ func BenchmarkStoreAndFlush(b *testing.B) {
 	}
 }
 
+// benchConfig is testConfig with DuckDB's threads as the agent has them
+// (FPAGENT_BENCH_THREADS overrides).
+func benchConfig(dir string) Config {
+	cfg := testConfig(dir)
+	cfg.Threads = DefaultConfig().Threads
+	if v, err := strconv.Atoi(os.Getenv("FPAGENT_BENCH_THREADS")); err == nil && v > 0 {
+		cfg.Threads = v
+	}
+	return cfg
+}
+
 func benchStore(b *testing.B, policy wal.SyncPolicy) {
 	dir := b.TempDir()
-	cfg := testConfig(dir)
+	cfg := benchConfig(dir)
 	cfg.Sync = policy
 	cfg.BatchSize = 1000
 	cfg.FlushInterval = time.Second
@@ -129,7 +140,7 @@ func BenchmarkRecovery(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		dir := b.TempDir()
-		cfg := testConfig(dir)
+		cfg := benchConfig(dir)
 		cfg.flushHook = func() error { return fmt.Errorf("held back") }
 		s := openTest(b, dir, cfg)
 		bt := &Batch{Source: "bench"}
@@ -144,7 +155,7 @@ func BenchmarkRecovery(b *testing.B) {
 		runtime.GC()
 		b.StartTimer()
 		start := time.Now()
-		s = openTest(b, dir, testConfig(dir))
+		s = openTest(b, dir, benchConfig(dir))
 		waitReady(b, s)
 		el := time.Since(start)
 		b.StopTimer()
