@@ -317,7 +317,7 @@ func TestQuick(t *testing.T) {
 		t.Error("-out differs from what was printed")
 	}
 	for _, want := range []string{"| tcp | always | 1,000 | 30,000 |", "| http | always | 1,000 | 30,000 (6 requests) |",
-		"(half the maximum) | always |", "| udp | always |", "| kill -9, restart | always |"} {
+		"(half the sustained maximum) | always |", "| udp | always |", "| kill -9, restart | always |"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("no %q in the table:\n%s", want, out)
 		}

@@ -18,7 +18,7 @@ type scenario struct {
 	Series int     // distinct series the points spread over
 	Points int64   // points per run
 	Rate   float64 // points/s; 0 = as fast as the agent takes them
-	Half   bool    // an HTTP run at half the measured maximum, for latency
+	Half   bool    // an HTTP run at half the rate sustained into DuckDB, for latency
 }
 
 func (s scenario) name() string {
