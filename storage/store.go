@@ -630,9 +630,12 @@ func (s *Store) flusher(st *seriesTable, w *writer) {
 
 // spaceFlush holds a flush that pending readings asked for until
 // MinFlushInterval after the last one started, unless an urgent request
-// comes (see kickNow). It reports whether Close came meanwhile.
+// comes (see kickNow) or a whole transaction's worth (MaxFlushRows) is
+// pending: spacing is for small flushes, and a burst after a flush (the
+// one at start-up, say) is a backlog. It reports whether Close came
+// meanwhile.
 func (s *Store) spaceFlush(lastStart time.Time) (stopping bool) {
-	for !s.urgent.Load() {
+	for !s.urgent.Load() && s.pendingPts.Load() < int64(s.cfg.MaxFlushRows) {
 		wait := s.cfg.MinFlushInterval - time.Since(lastStart)
 		if wait <= 0 {
 			return false

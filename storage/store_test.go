@@ -239,6 +239,7 @@ func TestMinFlushInterval(t *testing.T) {
 	cfg := testConfig(dir)
 	cfg.BatchSize = 10
 	cfg.MinFlushInterval = 3 * time.Second
+	cfg.MaxFlushRows = 25
 	s := openTest(t, dir, cfg)
 	defer s.Close()
 	waitReady(t, s)
@@ -276,6 +277,15 @@ func TestMinFlushInterval(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2500*time.Millisecond {
 		t.Errorf("ForceFlush waited %v: it was held back by MinFlushInterval", d)
+	}
+	// A whole transaction's worth pending (MaxFlushRows) is a backlog: no wait.
+	start = time.Now()
+	store(30)
+	store(40)
+	store(50)
+	waitFlushed(55) // what passed MaxFlushRows; the rest may wait for batch_size
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("a backlog of MaxFlushRows waited %v: it was held back by MinFlushInterval", d)
 	}
 }
 
