@@ -276,7 +276,7 @@ func Default() *Config {
 			CacheMaxKeys:     100000,
 			DiskBudget:       1 << 30,
 			StoreTimeout:     Duration(5 * time.Second),
-			DuckDB:           DuckDB{MemoryLimit: "256MB", Threads: 2},
+			DuckDB:           DuckDB{MemoryLimit: "256MB", Threads: 1},
 		},
 		Admin: Admin{
 			Listen:               "127.0.0.1:8187",
