@@ -89,6 +89,19 @@ func (s *Sink) Points() []storage.Point {
 	return append([]storage.Point(nil), s.points...)
 }
 
+// HasPointAt reports whether a point with time ts was accepted; unlike
+// Points it copies nothing, for tests that ask after every acknowledgement.
+func (s *Sink) HasPointAt(ts int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.points {
+		if s.points[i].Time == ts {
+			return true
+		}
+	}
+	return false
+}
+
 // Rejects returns a copy of the rejects accepted so far.
 func (s *Sink) Rejects() []storage.Reject {
 	s.mu.Lock()
