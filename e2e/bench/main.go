@@ -113,7 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
 	fs.Int64Var(&o.forward, "forward", 0, "also time forwarding a backlog of this many points from an edge agent to a central one over the influx output (issue 9: 10000000; 0: skip)")
 	fs.Var(&o.recoveryBytes, "recovery-bytes", "WAL backlog to recover after kill -9, e.g. 1GiB (0: skip the recovery runs)")
-	fs.StringVar(&o.storage, "storage", "", `more storage keys for the agent, separated by ";" (e.g. "duckdb: {threads: 1}; sync_interval: 10ms"); the table says so`)
+	fs.StringVar(&o.storage, "storage", "", `more storage keys for the agent, separated by ";" (e.g. "duckdb: {threads: 2}; sync_interval: 10ms"); the table says so`)
 	fs.StringVar(&o.brokerConf, "broker-conf", "", `more mosquitto.conf lines, separated by ";" (e.g. "max_inflight_messages 1000"); the table says so`)
 	fs.StringVar(&o.publisher, "publisher", "raw", "MQTT publisher: raw (a lean MQTT 3.1.1 QoS 1 publisher, little CPU taken from the agent) or paho")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
