@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"unsafe"
 )
 
 // A batch travels through the WAL as one record in this binary form. It is
@@ -43,9 +42,8 @@ func encodeBatch(dst []byte, b *Batch) []byte {
 	dst = append(dst, codecVersion)
 	dst = appendStr(dst, b.Source)
 	dst = binary.AppendUvarint(dst, uint64(len(b.Points)))
-	var memo keyMemo
 	for i := range b.Points {
-		dst = encodePoint(dst, &b.Points[i], &memo)
+		dst = encodePoint(dst, &b.Points[i])
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(b.Rejects)))
 	for i := range b.Rejects {
@@ -60,8 +58,8 @@ func encodeBatch(dst []byte, b *Batch) []byte {
 	return dst
 }
 
-func encodePoint(dst []byte, p *Point, memo *keyMemo) []byte {
-	if memo.canonical(p) {
+func encodePoint(dst []byte, p *Point) []byte {
+	if isCanonicalKey(p) {
 		dst = append(dst, flagCanonicalKey)
 		dst = appendStr(dst, p.Key)
 	} else {
@@ -93,36 +91,6 @@ func encodePoint(dst []byte, p *Point, memo *keyMemo) []byte {
 		}
 	}
 	return dst
-}
-
-// keyMemo remembers which points of a batch were found to have canonical
-// keys, by the addresses of their key, measurement and tags: inputs share
-// those among the points of a series (the line-protocol parser keeps one
-// copy per series), and checking every point's key again cost 5% of the
-// agent's CPU under line-protocol load. While a batch is encoded, the same
-// addresses hold the same bytes, so a match is as good as a check.
-type keyMemo [64]struct {
-	key, meas  *byte
-	tags       *Tag
-	klen, mlen int
-	tlen       int
-}
-
-func (m *keyMemo) canonical(p *Point) bool {
-	var tags *Tag
-	if len(p.Tags) > 0 {
-		tags = &p.Tags[0]
-	}
-	key, meas := unsafe.StringData(p.Key), unsafe.StringData(p.Measurement)
-	e := &m[(uintptr(unsafe.Pointer(key))>>4)%uintptr(len(m))]
-	if key != nil && e.key == key && e.klen == len(p.Key) && e.meas == meas && e.mlen == len(p.Measurement) && e.tags == tags && e.tlen == len(p.Tags) {
-		return true
-	}
-	if !isCanonicalKey(p) {
-		return false
-	}
-	e.key, e.klen, e.meas, e.mlen, e.tags, e.tlen = key, len(p.Key), meas, len(p.Measurement), tags, len(p.Tags)
-	return true
 }
 
 // isCanonicalKey tells whether p.Key is SeriesKey(p.Measurement, p.Tags)
