@@ -383,15 +383,7 @@ func (in *Input) drain() {
 			batch = append(batch, it)
 		case <-in.stopping:
 			// Store what was already taken, then stop.
-			for len(batch) < cap(batch) {
-				select {
-				case it := <-in.queue:
-					batch = append(batch, it)
-					continue
-				default:
-				}
-				break
-			}
+			batch = in.takeQueued(batch)
 			if len(batch) > 0 {
 				in.store(&b, batch)
 			}
@@ -417,18 +409,26 @@ const (
 	windowMemory = 16
 )
 
-// gather adds to batch what is queued and, while the batch is smaller than
-// the window learned, what arrives within gatherMax.
-func (in *Input) gather(batch []item) []item {
-	var timer *time.Timer
+// takeQueued adds to batch what is queued now, up to its capacity.
+func (in *Input) takeQueued(batch []item) []item {
 	for len(batch) < cap(batch) {
 		select {
 		case it := <-in.queue:
 			batch = append(batch, it)
-			continue
 		default:
+			return batch
 		}
-		if len(batch) >= in.window.size() {
+	}
+	return batch
+}
+
+// gather adds to batch what is queued and, while the batch is smaller than
+// the window learned, what arrives within gatherMax.
+func (in *Input) gather(batch []item) []item {
+	var timer *time.Timer
+	for {
+		batch = in.takeQueued(batch)
+		if len(batch) == cap(batch) || len(batch) >= in.window.size() {
 			break
 		}
 		if timer == nil {
