@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unicode/utf8"
 )
 
 // A batch travels through the WAL as one record in this binary form. It is
@@ -318,7 +319,16 @@ func appendFieldsJSONRaw(dst []byte, enc []byte, n int) []byte {
 
 // appendFieldsJSONTyped is appendFieldsJSONRaw that also records each
 // field's kind in s (see seriesInfo.noteKind) when s is not nil.
+//
+// A series mostly sends the same fields point after point: while a point's
+// keys and kinds are those of the series' last one (s.shape), their kinds
+// are known already and their keys need no escaping check.
 func appendFieldsJSONTyped(dst []byte, enc []byte, n int, s *seriesInfo) []byte {
+	var shape []fieldShape
+	if s != nil && len(s.shape) == n {
+		shape = s.shape
+	}
+	reshaped := false
 	d := decoder{b: enc}
 	dst = append(dst, '{')
 	for i := 0; i < n && d.err == nil; i++ {
@@ -326,13 +336,20 @@ func appendFieldsJSONTyped(dst []byte, enc []byte, n int, s *seriesInfo) []byte 
 			dst = append(dst, ',')
 		}
 		key := d.bytes("field key")
-		dst = appendJSONBytes(dst, key)
-		dst = append(dst, ':')
-		var v Value
 		k := Kind(d.byte1("field kind"))
-		if s != nil {
-			s.noteKind(key, k)
+		if shape != nil && shape[i].kind == k && shape[i].key == string(key) && shape[i].plain {
+			dst = append(dst, '"')
+			dst = append(dst, key...)
+			dst = append(dst, '"', ':')
+		} else {
+			dst = appendJSONBytes(dst, key)
+			dst = append(dst, ':')
+			if s != nil {
+				s.noteKind(key, k)
+				reshaped = reshaped || shape == nil || shape[i].kind != k || shape[i].key != string(key)
+			}
 		}
+		var v Value
 		switch k {
 		case KindFloat:
 			v = Value{Kind: k, num: d.u64("float")}
@@ -348,7 +365,32 @@ func appendFieldsJSONTyped(dst []byte, enc []byte, n int, s *seriesInfo) []byte 
 		}
 		dst = v.AppendJSON(dst)
 	}
+	if reshaped && d.err == nil {
+		s.shape = fieldShapes(enc, n)
+	}
 	return append(dst, '}')
+}
+
+// fieldShape is one field of a series' last point: its key, its kind, and
+// whether the key is the same in JSON (nothing to escape).
+type fieldShape struct {
+	key   string
+	kind  Kind
+	plain bool
+}
+
+func fieldShapes(enc []byte, n int) []fieldShape {
+	fields := decodeFields(enc, n)
+	shape := make([]fieldShape, len(fields))
+	for i, f := range fields {
+		plain := true
+		for j := 0; j < len(f.Key) && plain; j++ {
+			c := f.Key[j]
+			plain = c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\'
+		}
+		shape[i] = fieldShape{key: f.Key, kind: f.Value.Kind, plain: plain}
+	}
+	return shape
 }
 
 // decodeFields turns encoded fields into Fields, copying strings.

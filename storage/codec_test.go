@@ -25,3 +25,64 @@ func FuzzIsCanonicalKey(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAppendFieldsJSON renders the encoded fields of a benchmark
+// point (three floats) as the flusher does, per point.
+func BenchmarkAppendFieldsJSON(b *testing.B) {
+	pts := benchPoints(64, 64, 0)
+	raws := make([]rawPoint, len(pts))
+	for i := range pts {
+		d := decoder{b: encodePoint(nil, &pts[i])}
+		if d.point(&raws[i]); d.err != nil {
+			b.Fatal(d.err)
+		}
+	}
+	s := &seriesInfo{}
+	var dst []byte
+	for i := 0; b.Loop(); i++ {
+		r := &raws[i%len(raws)]
+		dst = appendFieldsJSONTyped(dst[:0], r.fields, r.nfields, s)
+	}
+}
+
+// TestAppendFieldsJSONTypedShapes renders a series' points whose fields
+// change from one to the next: the per-series shape must never leak a key
+// or kind of an earlier point into the JSON or the recorded types.
+func TestAppendFieldsJSONTypedShapes(t *testing.T) {
+	pts := [][]Field{
+		{{"a", FloatValue(1.5)}, {"b", IntValue(2)}},
+		{{"a", FloatValue(2.5)}, {"b", IntValue(3)}},
+		{{"a", FloatValue(2.5)}, {"b", UintValue(3)}},                         // kind changes
+		{{"a", FloatValue(2.5)}, {"c", UintValue(3)}},                         // key changes
+		{{"a", FloatValue(2.5)}},                                              // fewer fields
+		{{"a", FloatValue(2.5)}, {"c", UintValue(3)}, {"d", BoolValue(true)}}, // more
+		{{`q"uote`, StringValue("x")}, {"tab\t", FloatValue(0.1)}},            // keys to escape
+		{{`q"uote`, StringValue("y")}, {"tab\t", FloatValue(0.2)}},            // the same again
+		{{"ü", FloatValue(-3)}, {"a", FloatValue(7)}},
+		{},
+		{{"a", FloatValue(1)}},
+	}
+	s := &seriesInfo{}
+	for i, fields := range pts {
+		p := Point{Key: "m", Measurement: "m", Fields: fields, Time: 1}
+		var raw rawPoint
+		d := decoder{b: encodePoint(nil, &p)}
+		if d.point(&raw); d.err != nil {
+			t.Fatal(d.err)
+		}
+		got := string(appendFieldsJSONTyped(nil, raw.fields, raw.nfields, s))
+		if want := string(AppendFieldsJSON(nil, fields)); got != want {
+			t.Errorf("point %d: %s, want %s", i, got, want)
+		}
+	}
+	want := map[string]Kind{"a": KindFloat, "b": KindUint, "c": KindUint, "d": KindBool,
+		`q"uote`: KindString, "tab\t": KindFloat, "ü": KindFloat}
+	if len(s.types) != len(want) {
+		t.Errorf("types %v, want %v", s.types, want)
+	}
+	for k, v := range want {
+		if s.types[k] != v {
+			t.Errorf("type of %q is %v, want %v", k, s.types[k], v)
+		}
+	}
+}

@@ -158,6 +158,7 @@ type seriesInfo struct {
 	// types is the kind of each field seen in this series (line protocol
 	// tells integer from unsigned; JSON cannot), kept in series.field_types.
 	types        map[string]Kind
+	shape        []fieldShape // the fields of its last point (appendFieldsJSONTyped)
 	typesChanged bool
 	typesGen     uint64
 	backwardsGen uint64 // the batch in which it went back in time, if any

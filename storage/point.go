@@ -294,18 +294,7 @@ func AppendFieldsJSON(dst []byte, fields []Field) []byte {
 func (v Value) AppendJSON(dst []byte) []byte {
 	switch v.Kind {
 	case KindFloat:
-		f := v.Float()
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return append(dst, "null"...)
-		}
-		start := len(dst)
-		dst = strconv.AppendFloat(dst, f, 'g', -1, 64)
-		for _, c := range dst[start:] {
-			if c == '.' || c == 'e' || c == 'n' || c == 'I' {
-				return dst
-			}
-		}
-		return append(dst, ".0"...)
+		return appendFloatJSON(dst, v.Float())
 	case KindInt:
 		return strconv.AppendInt(dst, v.Int(), 10)
 	case KindUint:
