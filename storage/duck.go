@@ -150,6 +150,9 @@ type seriesInfo struct {
 	// value at least as large: a point at or below it may be a rewrite of a
 	// stored point and takes the slow path (delete, then append).
 	maxFlushed int64
+	// prevFlushed is maxFlushed before the batch flushedGen moved it.
+	prevFlushed int64
+	flushedGen  uint64
 	// batchGen and batchMax track the newest timestamp in the flush being
 	// built, to find points written twice within one flush.
 	batchGen uint64

@@ -24,7 +24,7 @@ func TestDedupe(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			for round := range 3 {
-				fb.reset(uint64(round + 1))
+				fb.reset(uint64(round+1), nil)
 				infos := make(map[uint32]*seriesInfo)
 				for range tc.rows {
 					id := uint32(rng.IntN(tc.series))
@@ -76,7 +76,7 @@ func TestDedupe(t *testing.T) {
 // whatever their ids.
 func TestDedupeOnlyFlaggedSeries(t *testing.T) {
 	var fb flushBatch
-	fb.reset(1)
+	fb.reset(1, nil)
 	back := &seriesInfo{id: 70}
 	fb.backwards = append(fb.backwards, back)
 	// Series 1 and 500 are not flagged; 500 is beyond the flagged ids.

@@ -151,7 +151,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			t.Fatalf("re-encoding changed the batch: %v\n%+v\n%+v", err, b, again)
 		}
 		var fb flushBatch
-		fb.reset(1)
+		fb.reset(1, nil)
 		st := &seriesTable{byKey: map[string]*seriesInfo{}, nextID: 1}
 		_ = fb.add(rec, 1, st)
 		for _, r := range fb.rows {

@@ -720,10 +720,13 @@ func (s *Store) drain(p *pipeline, st *seriesTable, w *writer, all bool) error {
 			}
 			p.reader = r
 		}
-		fb := &p.bufs[p.next]
+		fb, prev := &p.bufs[p.next], &p.bufs[p.next^1]
+		if prev.gen == 0 || prev.gen != p.gen {
+			prev = nil // not the batch just before this one
+		}
 		p.gen++
 		start := time.Now()
-		berr := s.build(fb, p.gen, p.reader, st)
+		berr := s.build(fb, p.gen, prev, p.reader, st)
 		if p.inflight {
 			p.inflight = false
 			if err := s.settle(<-p.results); err != nil {
@@ -772,10 +775,11 @@ func (s *Store) awaitMore(p *pipeline, want int) (done bool, err error) {
 	}
 }
 
-// build reads up to MaxFlushRows readings from the WAL into fb.
-func (s *Store) build(fb *flushBatch, gen uint64, r *wal.Reader, st *seriesTable) error {
+// build reads up to MaxFlushRows readings from the WAL into fb; prev is the
+// batch built before it, or nil.
+func (s *Store) build(fb *flushBatch, gen uint64, prev *flushBatch, r *wal.Reader, st *seriesTable) error {
 	s.pendingPts.Store(0)
-	fb.reset(gen)
+	fb.reset(gen, prev)
 	for len(fb.rows) < s.cfg.MaxFlushRows {
 		rec, pos, err := r.Next()
 		if errors.Is(err, io.EOF) {

@@ -583,3 +583,74 @@ func TestDeadLetterRedeliveredOnce(t *testing.T) {
 		t.Fatalf("the redelivered dead letter holds receive time %d, want the last, 3", n)
 	}
 }
+
+// TestInterleavedSendersAcrossFlushes stores points that arrive out of
+// order by up to 200 points (as from several senders), with rewrites of
+// points from the previous transaction and from long before, in
+// transactions of 250 readings: every point is one row holding its last
+// write, and most points that were only late took no removal (see
+// mayBeStored).
+func TestInterleavedSendersAcrossFlushes(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.MaxFlushRows = 250
+	s := openTest(t, dir, cfg)
+	defer s.Close()
+	waitReady(t, s)
+	rng := rand.New(rand.NewPCG(3, 4))
+	const series, window = 20, 200
+	last := map[[2]int]int{}
+	var order [][2]int // (series, ts) in the order they are stored
+	next := 0
+	for range 40 {
+		// A window of consecutive points, shuffled: late by up to 200 points.
+		chunk := make([][2]int, window)
+		for i := range chunk {
+			chunk[i] = [2]int{next % series, next}
+			next++
+		}
+		rng.Shuffle(len(chunk), func(i, j int) { chunk[i], chunk[j] = chunk[j], chunk[i] })
+		order = append(order, chunk...)
+		// Rewrites: one of the points just stored, and one from long ago.
+		for range 10 {
+			order = append(order, order[len(order)-1-rng.IntN(200)], order[rng.IntN(len(order))])
+		}
+	}
+	for i, p := range order {
+		last[p] = i
+		mustStore(t, s, pt(fmt.Sprintf("m,k=%d", p[0]), int64(p[1]), float64(i)))
+		if i%1000 == 999 {
+			mustFlush(t, s) // some transactions follow a committed flush, not one in flight
+		}
+	}
+	mustFlush(t, s)
+	rows, err := s.DB().Query(`SELECT (tags->>'k')::INT, epoch_ns(ts), (fields->>'v')::DOUBLE FROM readings`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var k, ts int
+		var v float64
+		if err := rows.Scan(&k, &ts, &v); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if want, ok := last[[2]int{k, ts}]; !ok || int(v) != want {
+			t.Fatalf("k=%d ts=%d holds %v, want the last write %d", k, ts, v, want)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(last) {
+		t.Fatalf("%d rows for %d distinct points", n, len(last))
+	}
+	// Of the 8,000 late points about half are behind their series' newest
+	// flushed point; the 400 rewrites must go through removal.
+	t.Logf("rewrites %d", s.Stats().Rewrites)
+	if rw := s.Stats().Rewrites; rw < 400 || rw > 2000 {
+		t.Errorf("%d points went through removal, want the 400 rewrites and few of the late points", rw)
+	}
+}
