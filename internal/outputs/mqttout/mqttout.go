@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -34,12 +35,16 @@ type Config struct {
 	Keepalive      time.Duration // default 30s
 }
 
-// Sender publishes batches; it is safe for one goroutine.
+// Sender publishes batches. Send is for one goroutine; Connected and Close
+// may be called from others.
 type Sender struct {
-	cfg    Config
-	topic  *template
-	client paho.Client
-	msgs   []message
+	cfg   Config
+	topic *template
+	opts  *paho.ClientOptions
+	msgs  []message
+
+	mu     sync.Mutex
+	client paho.Client // replaced for each connection attempt; nil before the first
 }
 
 type message struct {
@@ -47,7 +52,7 @@ type message struct {
 	payload []byte
 }
 
-// New checks cfg, starts connecting in the background, and returns.
+// New checks cfg and returns; the first Send connects.
 func New(cfg Config) (*Sender, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("brokers: name at least one, e.g. tcp://central:1883")
@@ -108,8 +113,7 @@ func New(cfg Config) (*Sender, error) {
 		}
 		po.SetTLSConfig(tc)
 	}
-	s := &Sender{cfg: cfg, topic: t, client: paho.NewClient(po)}
-	return s, nil
+	return &Sender{cfg: cfg, topic: t, opts: po}, nil
 }
 
 func orDefault[T int | time.Duration](v, def T) T {
@@ -126,8 +130,9 @@ func (s *Sender) Send(ctx context.Context, b *outputs.Batch) error {
 	}
 	s.msgs = s.pack(b, s.msgs[:0])
 	tokens := make([]paho.Token, len(s.msgs))
+	client := s.current()
 	for i, m := range s.msgs {
-		tokens[i] = s.client.Publish(m.topic, s.cfg.QoS, s.cfg.Retain, m.payload)
+		tokens[i] = client.Publish(m.topic, s.cfg.QoS, s.cfg.Retain, m.payload)
 	}
 	deadline := time.Now().Add(s.cfg.Timeout)
 	for i, t := range tokens {
@@ -169,11 +174,27 @@ func (s *Sender) pack(b *outputs.Batch, msgs []message) []message {
 
 // connect opens the connection when it is not up, waiting up to
 // ConnectTimeout; the forwarder's backoff paces the attempts.
+//
+// Each attempt gets a fresh paho client. Reusing one races with paho's
+// own bookkeeping: it completes a failed attempt's token before its status
+// is back to disconnected, and tears a lost connection down in the
+// background, so an immediate retry on the same client fails with "status
+// can only transition to connecting from disconnected".
 func (s *Sender) connect(ctx context.Context) error {
-	if s.client.IsConnectionOpen() {
+	if c := s.current(); c != nil && c.IsConnectionOpen() {
 		return nil
 	}
-	t := s.client.Connect()
+	c := paho.NewClient(s.opts)
+	s.mu.Lock()
+	old := s.client
+	s.client = c
+	s.mu.Unlock()
+	if old != nil {
+		// An attempt that timed out may still be connecting; end it so
+		// that two clients with one client id do not take turns.
+		old.Disconnect(0)
+	}
+	t := c.Connect()
 	timer := time.NewTimer(s.cfg.ConnectTimeout + time.Second)
 	defer timer.Stop()
 	select {
@@ -189,12 +210,23 @@ func (s *Sender) connect(ctx context.Context) error {
 	return nil
 }
 
+func (s *Sender) current() paho.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client
+}
+
 // Connected reports whether the connection to the broker is up.
-func (s *Sender) Connected() bool { return s.client.IsConnectionOpen() }
+func (s *Sender) Connected() bool {
+	c := s.current()
+	return c != nil && c.IsConnectionOpen()
+}
 
 // Close disconnects, waiting briefly for messages in flight.
 func (s *Sender) Close() error {
-	s.client.Disconnect(250)
+	if c := s.current(); c != nil {
+		c.Disconnect(250)
+	}
 	return nil
 }
 
