@@ -191,8 +191,9 @@ func (s *Sender) connect(ctx context.Context) error {
 	s.mu.Unlock()
 	if old != nil {
 		// An attempt that timed out may still be connecting; end it so
-		// that two clients with one client id do not take turns.
-		old.Disconnect(0)
+		// that two clients with one client id do not take turns. In the
+		// background: paho's Disconnect waits for a pending attempt.
+		go old.Disconnect(0)
 	}
 	t := c.Connect()
 	timer := time.NewTimer(s.cfg.ConnectTimeout + time.Second)
