@@ -99,8 +99,9 @@ type agentConfig struct {
 func (c agentConfig) yaml() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "data_dir: %q\nlog: {level: warn}\nstorage:\n  sync: %s\n", c.DataDir, c.Sync)
-	for line := range strings.SplitSeq(strings.TrimSpace(c.Storage), "\n") {
-		if line != "" {
+	for line := range strings.SplitSeq(c.Storage, "\n") {
+		// "a: 1; b: 2" from -storage leaves " b: 2", which YAML would nest.
+		if line = strings.TrimSpace(line); line != "" {
 			fmt.Fprintf(&b, "  %s\n", line)
 		}
 	}

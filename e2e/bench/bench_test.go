@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
+	"gopkg.in/yaml.v3"
 )
 
 // TestLines decodes generated lines with the line-protocol library: each is
@@ -326,4 +327,21 @@ func TestQuick(t *testing.T) {
 		t.Errorf("plot: %v", err)
 	}
 	t.Logf("\n%s", out)
+}
+
+// The config the agent gets must parse, with -storage's "; " separators.
+func TestAgentConfigYAML(t *testing.T) {
+	storage := strings.ReplaceAll("duckdb: {threads: 2}; sync_interval: 10ms;batch_size: 5000", ";", "\n")
+	c := agentConfig{DataDir: "/tmp/x", Sync: "always", Input: "tcp", Storage: storage}
+	var doc struct {
+		Storage map[string]any `yaml:"storage"`
+	}
+	if err := yaml.Unmarshal([]byte(c.yaml()), &doc); err != nil {
+		t.Fatalf("%v in\n%s", err, c.yaml())
+	}
+	for _, k := range []string{"sync", "duckdb", "sync_interval", "batch_size"} {
+		if _, ok := doc.Storage[k]; !ok {
+			t.Errorf("storage.%s missing from\n%s", k, c.yaml())
+		}
+	}
 }
