@@ -53,6 +53,7 @@ type Config struct {
 	StoreTimeout     time.Duration  // how long a store waits under backpressure; default 5s
 	MemoryLimit      string         // DuckDB memory_limit; default "256MB"
 	Threads          int            // DuckDB threads; default 1 (see DefaultConfig)
+	FlushNice        int            // nice value (1-19) of the thread DuckDB's flush work runs on; 0 leaves it alone
 	Logger           *slog.Logger   // nil: discard
 	Registerer       prometheus.Registerer
 	Feeds            []FeedConfig // readers of the WAL besides the flusher (outputs)
@@ -690,7 +691,16 @@ type commitResult struct {
 }
 
 // commitLoop commits the transactions the flusher hands it, one at a time.
+//
+// DuckDB does a flush's work on this goroutine's thread (with threads 1,
+// the default), a core's worth for a tenth of a second at a time; at a
+// lower priority it yields to the inputs, whose acknowledgements would
+// otherwise wait behind it.
 func (s *Store) commitLoop(ctx context.Context, jobs <-chan commitJob, results chan<- commitResult) {
+	if err := lowerPriority(s.cfg.FlushNice); err != nil {
+		s.log.Warn("cannot lower the priority of the DuckDB flush thread; it competes with the inputs at theirs",
+			"nice", s.cfg.FlushNice, "error", err)
+	}
 	for job := range jobs {
 		var err error
 		if s.cfg.flushHook != nil {

@@ -489,6 +489,7 @@ func storageConfig(cfg *config.Config, log *slog.Logger, reg prometheus.Register
 		StoreTimeout:     st.StoreTimeout.D(),
 		MemoryLimit:      st.DuckDB.MemoryLimit,
 		Threads:          st.DuckDB.Threads,
+		FlushNice:        st.DuckDB.Nice,
 		Logger:           log.With("component", "storage"),
 		Registerer:       reg,
 		Feeds:            feedConfigs(cfg),

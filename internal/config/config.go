@@ -65,6 +65,7 @@ type Storage struct {
 type DuckDB struct {
 	MemoryLimit string `yaml:"memory_limit"` // passed to DuckDB as is, e.g. 256MB
 	Threads     int    `yaml:"threads"`
+	Nice        int    `yaml:"nice"` // of the thread DuckDB flushes on; 0 = the agent's own
 }
 
 // Admin configures the local admin HTTP API.
@@ -276,7 +277,7 @@ func Default() *Config {
 			CacheMaxKeys:     100000,
 			DiskBudget:       1 << 30,
 			StoreTimeout:     Duration(5 * time.Second),
-			DuckDB:           DuckDB{MemoryLimit: "256MB", Threads: 1},
+			DuckDB:           DuckDB{MemoryLimit: "256MB", Threads: 1, Nice: 10},
 		},
 		Admin: Admin{
 			Listen:               "127.0.0.1:8187",

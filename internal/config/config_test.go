@@ -229,6 +229,7 @@ func TestBrokenConfigs(t *testing.T) {
 	f("broker url", "inputs:\n  mqtt:\n    brokers: [\"localhost:1883\"]\n", "inputs.mqtt.brokers[0]")
 	f("tls half", "inputs:\n  http:\n    tls: {cert_file: a.pem}\n", "line 3", "inputs.http.tls", "both")
 	f("memory limit", "storage:\n  duckdb: {memory_limit: lots}\n", "storage.duckdb.memory_limit")
+	f("nice", "storage:\n  duckdb: {nice: 20}\n", "storage.duckdb.nice", "0-19")
 	f("output without name", "outputs:\n  influx:\n    - url: http://c:8086\n", "outputs.influx[0].name", "give each output a name")
 	f("output name with slash", "outputs:\n  influx:\n    - {name: a/b, url: http://c:8086}\n", "outputs.influx[0].name", `"a/b"`)
 	f("output names twice", "outputs:\n  influx:\n    - {name: a, url: http://c:8086}\n  mqtt:\n    - {name: a, brokers: [tcp://c:1883]}\n",

@@ -113,6 +113,9 @@ func (cfg *Config) validate(lines map[string]int) []Problem {
 		c.bad("storage.duckdb.memory_limit", "%q is below the minimum 16MiB", s.DuckDB.MemoryLimit)
 	}
 	c.atLeast("storage.duckdb.threads", int64(s.DuckDB.Threads), 1, "")
+	if s.DuckDB.Nice < 0 || s.DuckDB.Nice > 19 {
+		c.bad("storage.duckdb.nice", "%d is outside 0-19 (0 runs the flush at the agent's own priority)", s.DuckDB.Nice)
+	}
 
 	a := &cfg.Admin
 	c.listen("admin.listen", a.Listen)
