@@ -32,6 +32,10 @@ func benchConfig(dir string) Config {
 	if v, err := strconv.Atoi(os.Getenv("FPAGENT_BENCH_THREADS")); err == nil && v > 0 {
 		cfg.Threads = v
 	}
+	cfg.FlushNice = 10 // as the agent's storage.duckdb.nice
+	if v, err := strconv.Atoi(os.Getenv("FPAGENT_BENCH_NICE")); err == nil && v >= 0 {
+		cfg.FlushNice = v
+	}
 	return cfg
 }
 
