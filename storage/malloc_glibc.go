@@ -11,12 +11,11 @@ package storage
 // returns freed memory at the top of the heap to the kernel past 128 KiB,
 // so every flush faults its blocks in anew; on a VM a page fault costs
 // enough that this was 14% of the agent's CPU while it recovered a WAL
-// backlog. Returns 0 when the C library has no such knobs (musl).
-static int fpagent_tune_malloc(int mmap_threshold, int trim_threshold) {
+// backlog. A C library without these knobs (musl) is left as it is.
+static void fpagent_tune_malloc(int mmap_threshold, int trim_threshold) {
 #if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
-	return mallopt(M_MMAP_THRESHOLD, mmap_threshold) && mallopt(M_TRIM_THRESHOLD, trim_threshold);
-#else
-	return 0;
+	mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+	mallopt(M_TRIM_THRESHOLD, trim_threshold);
 #endif
 }
 */

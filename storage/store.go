@@ -53,7 +53,7 @@ type Config struct {
 	StoreTimeout     time.Duration  // how long a store waits under backpressure; default 5s
 	MemoryLimit      string         // DuckDB memory_limit; default "256MB"
 	Threads          int            // DuckDB threads; default 1 (see DefaultConfig)
-	FlushNice        int            // nice value (1-19) of the thread DuckDB's flush work runs on; 0 leaves it alone
+	FlushNice        int            // nice value (0-19) of the thread DuckDB's flush work runs on; 0 leaves it alone (the agent's default is 10)
 	Logger           *slog.Logger   // nil: discard
 	Registerer       prometheus.Registerer
 	Feeds            []FeedConfig // readers of the WAL besides the flusher (outputs)
