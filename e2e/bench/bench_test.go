@@ -345,3 +345,35 @@ func TestAgentConfigYAML(t *testing.T) {
 		}
 	}
 }
+
+// The warm-up's requests count in the request total and the whole-run p99,
+// and nowhere else.
+func TestSummarizeWarmup(t *testing.T) {
+	mss := func(from, to int) []time.Duration {
+		var ds []time.Duration
+		for i := from; i <= to; i++ {
+			ds = append(ds, time.Duration(i)*time.Millisecond)
+		}
+		return ds
+	}
+	sc := scenario{Input: "http", Sync: "always", Series: 1000, Points: 1000, Half: true, Rate: 1000}
+	run := runResult{Sc: sc, Points: 1000, Latencies: mss(1, 100), WarmupLatencies: mss(1001, 1005)}
+	r := summarize(sc, []runResult{run, run, run}, 0)
+	if r.P99 != 99 || r.P50 != 50 || r.WholeP99 != 1004 || r.Requests != 105 || r.WarmupRequests != 5 {
+		t.Errorf("p50 %g, p99 %g, whole p99 %g, %d requests (%d warm-up): want 50, 99, 1004, 105 (5)",
+			r.P50, r.P99, r.WholeP99, r.Requests, r.WarmupRequests)
+	}
+	var b strings.Builder
+	writeRow(&b, r)
+	if !strings.Contains(b.String(), "(105 requests, 5 in the warm-up)") || !strings.Contains(b.String(), "| 99.0 (1004.0 with the warm-up) |") {
+		t.Errorf("row does not say how many requests were warm-up: %s", b.String())
+	}
+	rep := report{Warmup: time.Second, Rows: []row{r}}
+	if tg := rep.targets(); !strings.Contains(tg, "99.0 ms after the warm-up, 1004.0 ms over the whole run") {
+		t.Errorf("targets do not give both p99s: %s", tg)
+	}
+	allWarm := summarize(sc, []runResult{{Sc: sc, Points: 1000, WarmupLatencies: mss(1, 10)}}, 0)
+	if !math.IsNaN(allWarm.P99) || allWarm.WholeP99 != 10 || allWarm.Requests != 10 {
+		t.Errorf("a run that is all warm-up: p99 %g, whole %g, %d requests; want no p99, 10, 10", allWarm.P99, allWarm.WholeP99, allWarm.Requests)
+	}
+}

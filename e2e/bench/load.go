@@ -63,15 +63,18 @@ type load struct {
 	workers int   // connections or concurrent clients
 	batch   int   // lines per HTTP body, per UDP datagram, per MQTT message, per TCP write
 	pace    pacer
-	paho    bool // MQTT: publish with paho instead of the lean raw publisher
+	warmup  time.Duration // HTTP: requests due this early are timed apart
+	paho    bool          // MQTT: publish with paho instead of the lean raw publisher
 }
 
 // result of sending a load.
 type sendResult struct {
 	sent      int64           // points the clients sent (and, but for UDP, the agent acknowledged)
 	latencies []time.Duration // HTTP: per request, until its 204
-	refused   int64           // HTTP answers other than 204, retried
-	datagrams int64           // UDP datagrams sent
+	// warmupLatencies are those of the requests due in the warm-up.
+	warmupLatencies []time.Duration
+	refused         int64 // HTTP answers other than 204, retried
+	datagrams       int64 // UDP datagrams sent
 }
 
 // runWorkers runs f in n goroutines and returns the first error.
@@ -142,7 +145,8 @@ func sendSocket(ctx context.Context, network, addr string, l load) (sendResult, 
 // clients and records each request's latency until its 204, which the agent
 // sends once the points are durable. With a rate, latency counts from when
 // the request was due, so a slow answer that delays the next request is not
-// hidden (coordinated omission). A 429 or 503 (backpressure) is retried
+// hidden (coordinated omission); those due in the warm-up, while the agent's
+// heap and pools grow from nothing, are kept apart. A 429 or 503 (backpressure) is retried
 // after its Retry-After and counted.
 func sendHTTP(ctx context.Context, base string, l load) (sendResult, error) {
 	r := &reserver{total: l.points}
@@ -151,6 +155,7 @@ func sendHTTP(ctx context.Context, base string, l load) (sendResult, error) {
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
 	url := base + "/api/v2/write?org=bench&bucket=bench&precision=ns"
 	lat := make([][]time.Duration, l.workers)
+	warm := make([][]time.Duration, l.workers)
 	var refused atomic.Int64
 	err := runWorkers(l.workers, func(w int) error {
 		buf := make([]byte, 0, l.batch*lineSize)
@@ -171,7 +176,11 @@ func sendHTTP(ctx context.Context, base string, l load) (sendResult, error) {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusNoContent {
-					lat[w] = append(lat[w], time.Since(due))
+					if due.Sub(l.pace.start) < l.warmup {
+						warm[w] = append(warm[w], time.Since(due))
+					} else {
+						lat[w] = append(lat[w], time.Since(due))
+					}
 					break
 				}
 				if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
@@ -192,8 +201,9 @@ func sendHTTP(ctx context.Context, base string, l load) (sendResult, error) {
 		return ctx.Err()
 	})
 	res := sendResult{sent: min(r.next.Load(), r.total), refused: refused.Load()}
-	for _, l := range lat {
-		res.latencies = append(res.latencies, l...)
+	for w := range lat {
+		res.latencies = append(res.latencies, lat[w]...)
+		res.warmupLatencies = append(res.warmupLatencies, warm[w]...)
 	}
 	return res, err
 }

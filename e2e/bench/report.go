@@ -45,6 +45,8 @@ type row struct {
 	FlatKnown      int     // runs long enough to tell
 	P50, P99, P999 float64 // ms
 	Requests       int     // HTTP requests per run
+	WarmupRequests int     // of which due in the warm-up, left out of P50-P999
+	WholeP99       float64 // ms, the warm-up included
 	CPUPerM        float64 // CPU seconds per million points
 	PeakRSS        float64 // bytes
 	BytesPerPoint  float64
@@ -57,7 +59,7 @@ type row struct {
 
 func summarize(sc scenario, runs []runResult, failed int) row {
 	r := row{Sc: sc, Runs: len(runs), Failed: failed}
-	var pts, in, e2e, backlog, p50, p99, p999, cpu, rss, bpp, lost, agentDrops, kernelDrops, refused []float64
+	var pts, in, e2e, backlog, p50, p99, p999, wholeP99, cpu, rss, bpp, lost, agentDrops, kernelDrops, refused []float64
 	for _, x := range runs {
 		pts = append(pts, float64(x.Points))
 		in = append(in, x.ingestRate())
@@ -69,11 +71,15 @@ func summarize(sc scenario, runs []runResult, failed int) row {
 				r.Flat++
 			}
 		}
-		if len(x.Latencies) > 0 {
-			p50 = append(p50, ms(percentile(x.Latencies, 50)))
-			p99 = append(p99, ms(percentile(x.Latencies, 99)))
-			p999 = append(p999, ms(percentile(x.Latencies, 99.9)))
-			r.Requests = len(x.Latencies)
+		if len(x.Latencies)+len(x.WarmupLatencies) > 0 {
+			if len(x.Latencies) > 0 { // else the run was all warm-up
+				p50 = append(p50, ms(percentile(x.Latencies, 50)))
+				p99 = append(p99, ms(percentile(x.Latencies, 99)))
+				p999 = append(p999, ms(percentile(x.Latencies, 99.9)))
+			}
+			whole := append(append([]time.Duration(nil), x.Latencies...), x.WarmupLatencies...)
+			wholeP99 = append(wholeP99, ms(percentile(whole, 99)))
+			r.Requests, r.WarmupRequests = len(whole), len(x.WarmupLatencies)
 		}
 		if x.Points > 0 {
 			cpu = append(cpu, x.CPU/(float64(x.Points)/1e6))
@@ -91,7 +97,7 @@ func summarize(sc scenario, runs []runResult, failed int) row {
 		r.BrokerDrops = r.BrokerDrops || x.BrokerDrops
 	}
 	r.Points, r.Ingest, r.E2E, r.MaxBacklog = median(pts), median(in), median(e2e), median(backlog)
-	r.P50, r.P99, r.P999 = median(p50), median(p99), median(p999)
+	r.P50, r.P99, r.P999, r.WholeP99 = median(p50), median(p99), median(p999), median(wholeP99)
 	r.CPUPerM, r.PeakRSS, r.BytesPerPoint = median(cpu), median(rss), median(bpp)
 	r.LostPct, r.AgentDropPct, r.KernelDropPct, r.Refused = median(lost), median(agentDrops), median(kernelDrops), median(refused)
 	return r
@@ -152,6 +158,7 @@ type report struct {
 	Storage    string // extra storage keys, as given to -storage
 	Publisher  string
 	Command    string
+	Warmup     time.Duration // HTTP latencies leave out requests due this early in a run
 	Runs       int
 	Rows       []row
 	Recovery   []recoveryRow
@@ -249,7 +256,7 @@ func (rep report) writeMarkdown(w io.Writer) {
 	if t := rep.targets(); t != "" {
 		fmt.Fprintf(w, "Targets (issues 5 and 6, 1,000 series, sync=always):\n\n%s\n", t)
 	}
-	fmt.Fprint(w, legend)
+	fmt.Fprint(w, strings.ReplaceAll(legend, "{warmup}", rep.Warmup.String()))
 }
 
 func writeRow(w io.Writer, r row) {
@@ -277,6 +284,9 @@ func writeRow(w io.Writer, r row) {
 	p50, p99, p999 := "–", "–", "–"
 	if r.Requests > 0 {
 		p50, p99, p999 = dec(r.P50, 1), dec(r.P99, 1), dec(r.P999, 1)
+		if r.WarmupRequests > 0 {
+			p99 += fmt.Sprintf(" (%s with the warm-up)", dec(r.WholeP99, 1))
+		}
 	}
 	lost := "–"
 	if r.Sc.Input == "udp" {
@@ -284,7 +294,11 @@ func writeRow(w io.Writer, r row) {
 	}
 	points := num(r.Points)
 	if r.Requests > 0 {
-		points += fmt.Sprintf(" (%s requests)", num(float64(r.Requests)))
+		points += fmt.Sprintf(" (%s requests", num(float64(r.Requests)))
+		if r.WarmupRequests > 0 {
+			points += fmt.Sprintf(", %s in the warm-up", num(float64(r.WarmupRequests)))
+		}
+		points += ")"
 	}
 	if r.BrokerDrops {
 		lost = "broker dropped"
@@ -330,8 +344,8 @@ func (rep report) targets() string {
 		case r.Sc.Input == "http" && !r.Sc.Half:
 			check("HTTP into DuckDB", r.E2E, 700_000, "points/s", false)
 		case r.Sc.Input == "http" && r.Sc.Half:
-			fmt.Fprintf(&b, "- HTTP ack p99 at half the sustained maximum rate: %s ms (target under 50 ms) — %s\n", dec(r.P99, 1),
-				map[bool]string{true: "met", false: "**missed**"}[r.P99 < 50])
+			fmt.Fprintf(&b, "- HTTP ack p99 at half the sustained maximum rate: %s ms after the warm-up, %s ms over the whole run (target under 50 ms) — %s\n",
+				dec(r.P99, 1), dec(r.WholeP99, 1), map[bool]string{true: "met", false: "**missed**"}[r.P99 < 50])
 		case r.Sc.Input == "mqtt" && r.Sc.PerMsg == 1:
 			check("MQTT QoS 1, 1 point/message, into DuckDB", r.E2E, 40_000, "messages/s", false)
 		case r.Sc.Input == "mqtt" && r.Sc.PerMsg == 100:
@@ -346,7 +360,7 @@ const legend = `What the columns mean:
 - acked points/s: from the first point sent until the agent had made the last one durable in its WAL (HTTP: the last 204; TCP, UDP, MQTT: /stats persisted_points).
 - in DuckDB points/s: from the first point sent until DuckDB held every one (/stats checkpoint reached wal_last_position after POST /api/v1/flush); the count in DuckDB is checked against the acknowledged count.
 - max backlog: the largest /stats backlog_bytes (WAL bytes not yet in DuckDB) sampled every 250 ms. Backlog flat: the points not yet in DuckDB grew by less than 5% of the ingest rate while the load ran (least squares over the samples).
-- ack p50/p99/p99.9: HTTP only, each 5,000-line request until its 204, which the agent sends once the points are durable. In a rate-limited run latency counts from when the request was due, so a late answer that delays the next request is not hidden. With few requests per run, p99.9 is the slowest one.
+- ack p50/p99/p99.9: HTTP only, each 5,000-line request until its 204, which the agent sends once the points are durable. In a rate-limited run latency counts from when the request was due, so a late answer that delays the next request is not hidden. Requests due in the first {warmup} of a run are left out (the warm-up: the agent's heap, pools and DuckDB's buffers grow from nothing while the first requests arrive, all four at once); the points column says how many, and the p99 column gives the whole run's p99 too, in brackets. With few requests per run, p99.9 is the slowest one.
 - CPU s / M points: the agent's user+system CPU seconds (/proc/<pid>/stat) from the first point until DuckDB had the last, per million points.
 - peak RSS: the agent's VmHWM (/proc/<pid>/status) at the end of the run, start-up included.
 - DuckDB bytes/point: the size of fpagent.duckdb after a clean stop divided by the points in it.

@@ -48,24 +48,26 @@ type sample struct {
 
 // runResult is what one run of a scenario measured.
 type runResult struct {
-	Sc          scenario
-	Sent        int64 // points the clients sent
-	Points      int64 // points the agent acknowledged or persisted (and DuckDB holds)
-	Ingest      time.Duration
-	E2E         time.Duration
-	MaxBacklog  int64
-	LagRate     float64 // points/s the unflushed backlog grew while the load ran
-	LagOK       bool    // enough samples to tell LagRate
-	Latencies   []time.Duration
-	Refused     int64
-	CPU         float64 // agent CPU seconds from the first point until DuckDB had the last
-	PeakRSS     int64
-	DBBytes     int64
-	AgentDrops  uint64 // points the agent counted as dropped (UDP)
-	KernelDrops uint64 // UDP datagrams the kernel dropped on the agent's socket
-	Datagrams   int64  // UDP datagrams sent
-	BrokerDrops bool
-	Samples     []sample
+	Sc         scenario
+	Sent       int64 // points the clients sent
+	Points     int64 // points the agent acknowledged or persisted (and DuckDB holds)
+	Ingest     time.Duration
+	E2E        time.Duration
+	MaxBacklog int64
+	LagRate    float64         // points/s the unflushed backlog grew while the load ran
+	LagOK      bool            // enough samples to tell LagRate
+	Latencies  []time.Duration // HTTP requests due after the warm-up
+	// WarmupLatencies are the HTTP requests due in the warm-up.
+	WarmupLatencies []time.Duration
+	Refused         int64
+	CPU             float64 // agent CPU seconds from the first point until DuckDB had the last
+	PeakRSS         int64
+	DBBytes         int64
+	AgentDrops      uint64 // points the agent counted as dropped (UDP)
+	KernelDrops     uint64 // UDP datagrams the kernel dropped on the agent's socket
+	Datagrams       int64  // UDP datagrams sent
+	BrokerDrops     bool
+	Samples         []sample
 }
 
 func (r runResult) ingestRate() float64 { return rate(r.Points, r.Ingest) }
@@ -95,6 +97,7 @@ type env struct {
 	tcpBatch   int
 	httpBatch  int
 	udpBatch   int
+	warmup     time.Duration // HTTP latencies of requests due earlier in a run are kept apart
 	interval   time.Duration // sampling period
 	timeout    time.Duration // bound on one run
 	logf       func(format string, args ...any)
@@ -212,7 +215,7 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 	}
 	start := time.Now()
 	smp := startSampler(a, start, e.interval)
-	l := load{gen: gen, points: sc.Points, workers: e.conns, pace: pacer{start: start, rate: sc.Rate}}
+	l := load{gen: gen, points: sc.Points, workers: e.conns, pace: pacer{start: start, rate: sc.Rate}, warmup: e.warmup}
 	var sent sendResult
 	switch sc.Input {
 	case "tcp":
@@ -234,7 +237,7 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 		smp.stop()
 		return res, fmt.Errorf("%s: %w\nagent log:\n%s", sc.name(), err, a.logTail())
 	}
-	res.Sent, res.Latencies, res.Refused, res.Datagrams = sent.sent, sent.latencies, sent.refused, sent.datagrams
+	res.Sent, res.Latencies, res.WarmupLatencies, res.Refused, res.Datagrams = sent.sent, sent.latencies, sent.warmupLatencies, sent.refused, sent.datagrams
 
 	// Acknowledged: every point is durable in the WAL. UDP has no
 	// acknowledgement and may lose datagrams: wait until the count settles.
