@@ -147,6 +147,7 @@ func (a *agent) startCmd() {
 		return a.log.Write(b)
 	})
 	a.cmd.Stdout, a.cmd.Stderr = w, w
+	started := strings.Count(a.Log(), startedLine) // from earlier starts of this agent
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
@@ -166,8 +167,11 @@ func (a *agent) startCmd() {
 			a.t.Logf("agent log:\n%s", a.Log())
 		}
 	})
-	a.waitReady(60 * time.Second)
+	a.waitReady(60*time.Second, started)
 }
+
+// startedLine is what the agent logs once every input listens.
+const startedLine = "fpagent started"
 
 type writerFunc func([]byte) (int, error)
 
@@ -180,7 +184,10 @@ func (a *agent) Log() string {
 	return a.log.String()
 }
 
-func (a *agent) waitReady(timeout time.Duration) {
+// waitReady waits until ReadyPath answers 200. /ready does once the inputs
+// listen, but /health as soon as the admin API is up: for it, waitReady also
+// waits until the log holds more than started start-up lines.
+func (a *agent) waitReady(timeout time.Duration, started int) {
 	a.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -196,7 +203,7 @@ func (a *agent) waitReady(timeout time.Duration) {
 		resp, err := http.Get(a.Admin + path)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && (path == "/ready" || strings.Count(a.Log(), startedLine) > started) {
 				return
 			}
 		}
