@@ -197,32 +197,35 @@ func TestGather(t *testing.T) {
 		name          string
 		window        int
 		queued, later int // items in the queue at the start, and sent 50 ms later
+		size          int // payload bytes of each
 		want          int
 	}{
-		{"takes all queued beyond the window", 3, 8, 0, 8},
-		{"does not wait once the window is reached", 6, 6, 4, 6},
-		{"gives up after gatherMax", 10, 2, 4, 2},
-		{"batch capacity bounds it", 100, 40, 0, 32},
+		{"takes all queued beyond the window", 3, 8, 0, 0, 8},
+		{"does not wait once the window is reached", 6, 6, 4, 0, 6},
+		{"gives up after gatherMax", 10, 2, 4, 0, 2},
+		{"batch capacity bounds it", 100, 40, 0, 0, 32},
+		{"payload bytes bound it", 100, 40, 0, 300 << 10, 4}, // 4 × 300 KiB reach 1 MiB
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			in := &Input{queue: make(chan item, 64), stopping: make(chan struct{})}
 			in.window.note(tc.window)
 			for range tc.queued {
-				in.queue <- item{}
+				in.queue <- item{size: tc.size}
 			}
 			if tc.later > 0 {
 				go func() {
 					time.Sleep(50 * time.Millisecond) // 100 × gatherMax
 					for range tc.later {
-						in.queue <- item{}
+						in.queue <- item{size: tc.size}
 					}
 				}()
 			}
 			start := time.Now()
-			got := in.gather(make([]item, 0, 32))
-			if len(got) != tc.want {
-				t.Errorf("gathered %d, want %d", len(got), tc.want)
+			b := batch{items: make([]item, 0, 32)}
+			in.gather(&b)
+			if len(b.items) != tc.want || b.bytes != tc.want*tc.size {
+				t.Errorf("gathered %d (%d bytes), want %d", len(b.items), b.bytes, tc.want)
 			}
 			if d := time.Since(start); d > 5*time.Second {
 				t.Errorf("gather took %v", d)
