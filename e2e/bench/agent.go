@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -275,6 +276,45 @@ func (s agentStats) persisted() uint64 {
 		n += in.PersistedPoints
 	}
 	return n
+}
+
+// persistedPoints reads the inputs' persisted points from /metrics, which,
+// unlike /stats, asks DuckDB nothing, so that it may be polled often.
+func (a *agentProc) persistedPoints(ctx context.Context) (int64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.adminURL("/metrics"), nil)
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("GET /metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return sumMetric(resp.Body, "fpagent_input_persisted_points_total")
+}
+
+// sumMetric adds up the samples of metric in a Prometheus text exposition.
+func sumMetric(r io.Reader, metric string) (int64, error) {
+	var sum float64
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, metric)
+		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q: %w", metric, line, err)
+		}
+		sum += v
+	}
+	return int64(sum), sc.Err()
 }
 
 func (a *agentProc) stats(ctx context.Context) (agentStats, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/xml"
 	"errors"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -375,5 +377,67 @@ func TestSummarizeWarmup(t *testing.T) {
 	allWarm := summarize(sc, []runResult{{Sc: sc, Points: 1000, WarmupLatencies: mss(1, 10)}}, 0)
 	if !math.IsNaN(allWarm.P99) || allWarm.WholeP99 != 10 || allWarm.Requests != 10 {
 		t.Errorf("a run that is all warm-up: p99 %g, whole %g, %d requests; want no p99, 10, 10", allWarm.P99, allWarm.WholeP99, allWarm.Requests)
+	}
+}
+
+func TestSumMetric(t *testing.T) {
+	text := `# HELP fpagent_input_persisted_points_total Points made durable by the store.
+# TYPE fpagent_input_persisted_points_total counter
+fpagent_input_persisted_points_total{input="mqtt",listener="tcp://x"} 1.5e+06
+fpagent_input_persisted_points_total{input="tcp",listener="127.0.0.1:1"} 42
+fpagent_input_persisted_points_total_other 7
+fpagent_input_persisted_points_totally{a="b"} 9
+`
+	n, err := sumMetric(strings.NewReader(text), "fpagent_input_persisted_points_total")
+	if err != nil || n != 1_500_042 {
+		t.Fatalf("sum = %d, %v; want 1500042", n, err)
+	}
+	if _, err := sumMetric(strings.NewReader("fpagent_input_persisted_points_total x\n"), "fpagent_input_persisted_points_total"); err == nil {
+		t.Fatal("a sample that is not a number was taken")
+	}
+}
+
+// The gate holds publishers while they are more than ahead points past the
+// agent, and lets them go once progress catches up.
+func TestGate(t *testing.T) {
+	var persisted atomic.Int64
+	r := &reserver{total: 1 << 30}
+	l := load{batch: 100, ahead: 1000, progress: func(context.Context) (int64, error) { return persisted.Load(), nil }}
+	g := startGate(context.Background(), l, r)
+	defer g.stop()
+	r.take(10) // 1,000 points out: at the limit, not past it
+	flushes := 0
+	flush := func() error { flushes++; return nil }
+	if err := g.wait(context.Background(), flush); err != nil || flushes != 0 {
+		t.Fatalf("at the limit: %v, %d flushes", err, flushes)
+	}
+	r.take(1)
+	done := make(chan error, 1)
+	go func() { done <- g.wait(context.Background(), flush) }()
+	select {
+	case err := <-done:
+		t.Fatalf("past the limit the gate let a publisher through (%v)", err)
+	case <-time.After(3 * gatePoll):
+	}
+	persisted.Store(100)
+	select {
+	case err := <-done:
+		if err != nil || flushes != 1 {
+			t.Fatalf("after progress: %v, %d flushes (want 1, before waiting)", err, flushes)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the gate stayed shut after the agent caught up")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.take(5)
+	go func() { done <- g.wait(ctx, flush) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled wait returned %v", err)
+	}
+	open := startGate(context.Background(), load{batch: 100}, r)
+	defer open.stop()
+	if err := open.wait(context.Background(), flush); err != nil {
+		t.Fatal(err)
 	}
 }

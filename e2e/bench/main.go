@@ -47,6 +47,7 @@ type options struct {
 	forward               int64
 	timeout, interval     time.Duration
 	warmup                time.Duration
+	mqttAhead             int64
 }
 
 // size is a byte count flag: 1GiB, 256MiB, 64KiB, 1GB, 500MB or bytes.
@@ -111,6 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.conns, "conns", 4, "TCP connections, HTTP clients, UDP sockets and MQTT publishers")
 	fs.IntVar(&o.tcpBatch, "tcp-batch", 700, "lines per TCP write (700 lines are about 64 KiB)")
 	fs.IntVar(&o.httpBatch, "http-batch", 5000, "lines per HTTP request body")
+	fs.Int64Var(&o.mqttAhead, "mqtt-ahead", 200_000, "MQTT publishers wait while they are this many points ahead of what the agent has persisted, so that the broker does not pile up gigabytes (0: no limit)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "HTTP requests due in this first part of a run are left out of the ack latency percentiles (the agent's heap and pools grow from nothing then); the report gives the whole run's p99 too")
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
 	fs.Int64Var(&o.forward, "forward", 0, "also time forwarding a backlog of this many points from an edge agent to a central one over the influx output (issue 9: 10000000; 0: skip)")
@@ -187,6 +189,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-points and -mqtt-messages must be at least 1")
 	case o.udpBatch*lineSize > 65507:
 		return o, fmt.Errorf("-udp-batch %d: %d bytes do not fit a UDP datagram (65,507 at most)", o.udpBatch, o.udpBatch*lineSize)
+	case o.mqttAhead < 0:
+		return o, fmt.Errorf("-mqtt-ahead %d: must be 0 (no limit) or positive", o.mqttAhead)
 	case o.warmup < 0:
 		return o, fmt.Errorf("-warmup %v: must be 0 (time every request) or positive", o.warmup)
 	case o.rate < 0 || o.udpRate < 0:
@@ -260,7 +264,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer os.RemoveAll(work)
 	}
 	e := env{workDir: work, keep: o.keep, conns: o.conns, tcpBatch: o.tcpBatch, httpBatch: o.httpBatch,
-		udpBatch: o.udpBatch, brokerConf: o.brokerConf, storage: strings.ReplaceAll(o.storage, ";", "\n"), paho: o.publisher == "paho", warmup: o.warmup, interval: o.interval, timeout: o.timeout, logf: logf, bin: o.bin}
+		udpBatch: o.udpBatch, brokerConf: o.brokerConf, storage: strings.ReplaceAll(o.storage, ";", "\n"), paho: o.publisher == "paho", mqttAhead: o.mqttAhead, warmup: o.warmup, interval: o.interval, timeout: o.timeout, logf: logf, bin: o.bin}
 	if e.bin == "" {
 		logf("building fpagent (go build -trimpath; the first build compiles DuckDB and takes minutes)")
 		if e.bin, err = buildAgent(work); err != nil {
@@ -278,7 +282,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs, Warmup: o.warmup, BrokerConf: o.brokerConf, Storage: o.storage, Publisher: o.publisher,
+	rep := report{Machine: readMachine(e.bin, work), Runs: o.runs, Warmup: o.warmup, MQTTAhead: o.mqttAhead, BrokerConf: o.brokerConf, Storage: o.storage, Publisher: o.publisher,
 		Command: commandLine(args)}
 	logf("bench: %d scenarios × %d runs on %s, %d cores, load %s", len(scs), o.runs, rep.Machine.CPU, rep.Machine.Cores, rep.Machine.LoadBefore)
 

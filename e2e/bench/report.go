@@ -159,6 +159,7 @@ type report struct {
 	Publisher  string
 	Command    string
 	Warmup     time.Duration // HTTP latencies leave out requests due this early in a run
+	MQTTAhead  int64         // points MQTT publishers may run ahead of the agent
 	Runs       int
 	Rows       []row
 	Recovery   []recoveryRow
@@ -207,6 +208,9 @@ func (rep report) writeMarkdown(w io.Writer) {
 		broker += " and " + rep.BrokerConf
 	}
 	broker += ", MQTT publisher " + rep.Publisher
+	if rep.MQTTAhead > 0 {
+		broker += fmt.Sprintf(" at most %s points ahead of what the agent has persisted", num(float64(rep.MQTTAhead)))
+	}
 	fmt.Fprintf(w, "- fpagent %s (commit %s), %s, DuckDB %s; %s\n", m.AgentVersion, m.Commit, m.GoVersion, m.DuckDB, broker)
 	if rep.Storage != "" {
 		fmt.Fprintf(w, "- Storage settings beyond the defaults: `%s`\n", rep.Storage)

@@ -91,6 +91,7 @@ type env struct {
 	brokerConf string // more mosquitto.conf lines, ;-separated
 	storage    string // more storage keys for every agent, one per line
 	paho       bool   // publish with paho
+	mqttAhead  int64  // points publishers may run ahead of the agent; 0: no limit
 	workDir    string
 	keep       bool
 	conns      int // TCP connections, HTTP clients, UDP sockets, MQTT publishers
@@ -228,7 +229,7 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 		l.batch = e.udpBatch
 		sent, err = sendUDP(ctx, fmt.Sprintf("127.0.0.1:%d", cfg.UDP), l)
 	case "mqtt":
-		l.batch, l.paho = sc.PerMsg, e.paho
+		l.batch, l.paho, l.ahead, l.progress = sc.PerMsg, e.paho, e.mqttAhead, a.persistedPoints
 		sent, err = sendMQTT(ctx, br.Addr, l)
 	default:
 		err = fmt.Errorf("unknown input %q", sc.Input)
