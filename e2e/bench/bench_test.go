@@ -441,3 +441,13 @@ func TestGate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSubBaselineReport(t *testing.T) {
+	rep := report{SubBaseline: &subBaseline{Messages: 150_000, Rates: []float64{16_623, 19_409, 18_153}, SubCPU: []float64{3.1, 3.4, 3.36}}}
+	var b strings.Builder
+	rep.writeMarkdown(&b)
+	want := "no agent: 18,153 messages/s (median of 3 runs: 16,623 / 19,409 / 18,153; mosquitto_sub used 3.36 CPU s)"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("no %q in:\n%s", want, b.String())
+	}
+}

@@ -43,6 +43,7 @@ type options struct {
 	udpBatch              int
 	rate, udpRate         float64
 	half, keep, quick     bool
+	subBaseline           bool
 	recoveryBytes         size
 	forward               int64
 	timeout, interval     time.Duration
@@ -113,6 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.tcpBatch, "tcp-batch", 700, "lines per TCP write (700 lines are about 64 KiB)")
 	fs.IntVar(&o.httpBatch, "http-batch", 5000, "lines per HTTP request body")
 	fs.Int64Var(&o.mqttAhead, "mqtt-ahead", 200_000, "MQTT publishers wait while they are this many points ahead of what the agent has persisted, so that the broker does not pile up gigabytes (0: no limit)")
+	fs.BoolVar(&o.subBaseline, "sub-baseline", false, "also time the mqtt 1/msg load into mosquitto_sub instead of the agent: the broker's and publishers' own limit on this machine (needs mosquitto-clients)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "HTTP requests due in this first part of a run are left out of the ack latency percentiles (the agent's heap and pools grow from nothing then); the report gives the whole run's p99 too")
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
 	fs.Int64Var(&o.forward, "forward", 0, "also time forwarding a backlog of this many points from an edge agent to a central one over the influx output (issue 9: 10000000; 0: skip)")
@@ -177,7 +179,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.series = append(o.series, n)
 	}
 	switch {
-	case len(o.inputs) == 0 && o.recoveryBytes == 0 && o.forward == 0:
+	case len(o.inputs) == 0 && o.recoveryBytes == 0 && o.forward == 0 && !o.subBaseline:
 		return o, errors.New("nothing to run: -inputs is empty and -recovery-bytes and -forward are 0")
 	case o.forward < 0:
 		return o, fmt.Errorf("-forward %d: must be 0 (skip) or a number of points", o.forward)
@@ -276,7 +278,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	scs := o.scenarios()
-	if slices.ContainsFunc(scs, func(s scenario) bool { return s.Input == "mqtt" }) {
+	if o.subBaseline || slices.ContainsFunc(scs, func(s scenario) bool { return s.Input == "mqtt" }) {
 		if e.mosquitto, err = findMosquitto(); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
 			return 2
@@ -363,6 +365,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			panels = append(panels, panel{Title: fmt.Sprintf("recovery of %s MiB after kill -9 (RSS until /ready)", mib(float64(rs[0].Bytes))),
 				Samples: rs[0].Samples})
 		}
+	}
+
+	if o.subBaseline {
+		b := &subBaseline{Messages: o.mqttMessages}
+		for r := 1; r <= o.runs; r++ {
+			rate, cpu, err := runSubBaseline(e, o.mqttMessages)
+			if err != nil {
+				logf("mosquitto_sub baseline run %d/%d FAILED: %v", r, o.runs, err)
+				continue
+			}
+			b.Rates, b.SubCPU = append(b.Rates, rate), append(b.SubCPU, cpu)
+			logf("mosquitto_sub baseline run %d/%d: %s messages/s", r, o.runs, num(rate))
+		}
+		rep.SubBaseline = b
 	}
 
 	if o.forward > 0 {

@@ -153,18 +153,19 @@ func summarizeForward(sync string, series int, rs []forwardResult, failed int) f
 
 // report is everything the table is made of.
 type report struct {
-	Machine    machine
-	BrokerConf string
-	Storage    string // extra storage keys, as given to -storage
-	Publisher  string
-	Command    string
-	Warmup     time.Duration // HTTP latencies leave out requests due this early in a run
-	MQTTAhead  int64         // points MQTT publishers may run ahead of the agent
-	Runs       int
-	Rows       []row
-	Recovery   []recoveryRow
-	Forward    []forwardRow
-	Elapsed    time.Duration
+	Machine     machine
+	BrokerConf  string
+	Storage     string // extra storage keys, as given to -storage
+	Publisher   string
+	Command     string
+	Warmup      time.Duration // HTTP latencies leave out requests due this early in a run
+	MQTTAhead   int64         // points MQTT publishers may run ahead of the agent
+	Runs        int
+	Rows        []row
+	Recovery    []recoveryRow
+	Forward     []forwardRow
+	SubBaseline *subBaseline
+	Elapsed     time.Duration
 }
 
 // num formats n with thousands separators.
@@ -256,6 +257,10 @@ func (rep report) writeMarkdown(w io.Writer) {
 				dec(r.EdgeCPU/r.Points*1e6, 2), dec(r.CentralCPU/r.Points*1e6, 2), mib(r.EdgeRSS), mib(r.CentralRSS))
 		}
 		fmt.Fprintln(w)
+	}
+	if b := rep.SubBaseline; b != nil {
+		fmt.Fprintf(w, "Broker baseline: the mqtt 1/msg load (%s messages, the same publishers) into `mosquitto_sub -q 1 -c` as the only subscriber, no agent: %s messages/s (median of %d runs: %s; mosquitto_sub used %s CPU s).\n\n",
+			num(float64(b.Messages)), num(median(b.Rates)), len(b.Rates), joinNums(b.Rates), dec(median(b.SubCPU), 2))
 	}
 	if t := rep.targets(); t != "" {
 		fmt.Fprintf(w, "Targets (issues 5 and 6, 1,000 series, sync=always):\n\n%s\n", t)
@@ -373,3 +378,12 @@ const legend = `What the columns mean:
 - forwarding a backlog: an edge agent takes the points over TCP while its influx output points at a central agent that is not running; once they are durable (and in the edge's own DuckDB), the central agent starts. Forwarded points/s: from its start until the edge's output had nothing left to send (every batch acknowledged with a 204, so durable in the central WAL); in central DuckDB points/s: until POST /api/v1/flush on the central agent returned and its count matched. CPU per million points: the edge while forwarding, the central agent from its start. Both agents and the sender share the machine.
 - The load generators run on the same machine as the agent and take CPU from it.
 `
+
+// joinNums formats xs with thousands separators, separated by " / ".
+func joinNums(xs []float64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = num(x)
+	}
+	return strings.Join(s, " / ")
+}
