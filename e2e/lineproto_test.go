@@ -141,6 +141,10 @@ func TestLineProtocolRoundTrip(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Nothing was lost in the kernel, and the agent says so.
+	if m := a.get("/metrics"); !strings.Contains(m, `fpagent_input_kernel_dropped_datagrams_total{input="udp"} 0`) {
+		t.Errorf("/metrics does not count the kernel's UDP drops:\n%s", m)
+	}
 	a.stop()
 
 	db := openDB(t, filepath.Join(dir, "data", "fpagent.duckdb"))

@@ -29,6 +29,10 @@ type Counters struct {
 	Throttled           atomic.Uint64 // payloads refused with "retry later": over the request limit or pushed back
 	Backpressure        atomic.Uint64 // times the sink pushed back (a TCP batch is retried each time)
 	WriteErrors         atomic.Uint64 // sink failures other than backpressure
+	// KernelDrops are datagrams the kernel discarded because the socket's
+	// receive buffer was full (UDP on Linux): never received, so outside
+	// the sum above.
+	KernelDrops atomic.Uint64
 }
 
 // CounterSnapshot is a copy of Counters, as /stats shows it.
@@ -46,6 +50,7 @@ type CounterSnapshot struct {
 	Throttled           uint64 `json:"throttled"`
 	Backpressure        uint64 `json:"backpressure"`
 	WriteErrors         uint64 `json:"write_errors"`
+	KernelDrops         uint64 `json:"kernel_dropped_datagrams,omitempty"`
 }
 
 // Snapshot copies the counters. Settled counts are read before received, so
@@ -66,6 +71,7 @@ func (c *Counters) Snapshot() CounterSnapshot {
 	s.Throttled = c.Throttled.Load()
 	s.Backpressure = c.Backpressure.Load()
 	s.WriteErrors = c.WriteErrors.Load()
+	s.KernelDrops = c.KernelDrops.Load()
 	return s
 }
 
@@ -142,6 +148,8 @@ var metrics = []metric{
 		prometheus.CounterValue, func(s *CounterSnapshot) float64 { return float64(s.Backpressure) }),
 	newMetric("fpagent_input_write_errors_total", "Batches the store failed to write, other than by pushing back.",
 		prometheus.CounterValue, func(s *CounterSnapshot) float64 { return float64(s.WriteErrors) }),
+	newMetric("fpagent_input_kernel_dropped_datagrams_total", "UDP datagrams the kernel dropped because the socket's receive buffer (inputs.udp.read_buffer, capped by net.core.rmem_max) was full.",
+		prometheus.CounterValue, func(s *CounterSnapshot) float64 { return float64(s.KernelDrops) }),
 }
 
 // Describe implements prometheus.Collector.

@@ -50,6 +50,7 @@ func TestRegistryMetrics(t *testing.T) {
 	r := NewRegistry()
 	r.Counters("udp").DroppedPoints.Add(7)
 	r.Counters("tcp").Connections.Add(2)
+	r.Counters("udp").KernelDrops.Store(5)
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(r); err != nil {
 		t.Fatal(err)
@@ -63,9 +64,13 @@ fpagent_input_connections{input="udp"} 0
 # TYPE fpagent_input_dropped_points_total counter
 fpagent_input_dropped_points_total{input="tcp"} 0
 fpagent_input_dropped_points_total{input="udp"} 7
+# HELP fpagent_input_kernel_dropped_datagrams_total UDP datagrams the kernel dropped because the socket's receive buffer (inputs.udp.read_buffer, capped by net.core.rmem_max) was full.
+# TYPE fpagent_input_kernel_dropped_datagrams_total counter
+fpagent_input_kernel_dropped_datagrams_total{input="tcp"} 0
+fpagent_input_kernel_dropped_datagrams_total{input="udp"} 5
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"fpagent_input_connections", "fpagent_input_dropped_points_total"); err != nil {
+		"fpagent_input_connections", "fpagent_input_dropped_points_total", "fpagent_input_kernel_dropped_datagrams_total"); err != nil {
 		t.Error(err)
 	}
 	if n := testutil.CollectAndCount(r); n != 2*len(metrics) {

@@ -64,7 +64,20 @@ type UDP struct {
 	queue    chan datagram
 	bufs     sync.Pool
 	wg       sync.WaitGroup
+
+	kernelDrops func() (uint64, error) // nil where the kernel's count cannot be read
+	stopPoll    chan struct{}
+	stopOnce    sync.Once // Stop may be called more than once
+	polled      chan struct{}
+	lastWarned  time.Time // of the last kernel-drop warning; the poller's own
 }
+
+// kernelDropsPoll is how often the kernel's drop count is read, and
+// kernelDropsWarnEvery how often at most its growth is logged.
+const (
+	kernelDropsPoll      = time.Second
+	kernelDropsWarnEvery = time.Minute
+)
 
 type datagram struct {
 	buf  *[]byte
@@ -111,7 +124,48 @@ func (u *UDP) Start() error {
 	u.wg.Add(2)
 	go u.read()
 	go u.write()
+	u.stopPoll, u.polled = make(chan struct{}), make(chan struct{})
+	if kc, err := newUDPDropCounter(conn); err != nil {
+		u.log.Info("datagrams the kernel drops for a full receive buffer are not counted", "reason", err)
+		close(u.polled)
+	} else {
+		u.kernelDrops = kc.drops
+		go u.pollKernelDrops()
+	}
 	return nil
+}
+
+// pollKernelDrops keeps the KernelDrops counter current and warns when the
+// kernel drops datagrams, which the agent never sees otherwise.
+func (u *UDP) pollKernelDrops() {
+	defer close(u.polled)
+	t := time.NewTicker(kernelDropsPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			u.readKernelDrops()
+		case <-u.stopPoll:
+			return
+		}
+	}
+}
+
+func (u *UDP) readKernelDrops() {
+	d, err := u.kernelDrops()
+	if err != nil {
+		return // the socket is closing, or /proc is gone: keep the last count
+	}
+	prev := u.counters.KernelDrops.Swap(d)
+	if d > prev && time.Since(u.lastWarned) >= kernelDropsWarnEvery {
+		u.lastWarned = time.Now()
+		buf := "the system's default"
+		if u.opts.ReadBufferBytes > 0 {
+			buf = fmt.Sprintf("%d bytes", u.opts.ReadBufferBytes)
+		}
+		u.log.Warn("the kernel dropped datagrams: the socket's receive buffer was full; raise inputs.udp.read_buffer (and net.core.rmem_max, which caps it)",
+			"dropped", d-prev, "dropped_total", d, "read_buffer", buf)
+	}
 }
 
 // Addr is the address listened on, once started.
@@ -121,6 +175,15 @@ func (u *UDP) Addr() net.Addr { return u.conn.LocalAddr() }
 // dropped, when the sink pushes back). If ctx ends first, Stop returns
 // ctx.Err() and what is left is dropped and counted.
 func (u *UDP) Stop(ctx context.Context) error {
+	if u.stopPoll != nil {
+		u.stopOnce.Do(func() {
+			close(u.stopPoll)
+			<-u.polled
+			if u.kernelDrops != nil {
+				u.readKernelDrops() // the last count, while the socket is still there
+			}
+		})
+	}
 	if u.conn != nil {
 		_ = u.conn.Close()
 	}
