@@ -214,7 +214,7 @@ func TestProcParsing(t *testing.T) {
 }
 
 func TestScenarios(t *testing.T) {
-	o, err := parseFlags([]string{"-inputs", "tcp,mqtt", "-sync", "always,interval", "-series", "10,1000", "-points", "1050"}, io.Discard)
+	o, err := parseFlags([]string{"-inputs", "tcp,mqtt", "-sync", "always,interval", "-series", "10,1000", "-points", "1050", "-mqtt-queued=false"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +228,28 @@ func TestScenarios(t *testing.T) {
 		"tcp|interval|1000/1050 mqtt 1/msg|interval|1000/150000 mqtt 100/msg|interval|1000/1000"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("scenarios:\n got %s\nwant %s", got, want)
+	}
+	// Each MQTT shape is also run queued while the agent is down, unless
+	// paced.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-inputs", "mqtt"}, "mqtt 1/msg|always|1000 mqtt 1/msg, queued while the agent was down|always|1000 " +
+			"mqtt 100/msg|always|1000 mqtt 100/msg, queued while the agent was down|always|1000"},
+		{[]string{"-inputs", "mqtt100", "-rate", "1000"}, "mqtt 100/msg @ 1,000 points/s|always|1000"},
+	} {
+		o, err := parseFlags(append(c.args, "-sync", "always"), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, s := range o.scenarios() {
+			keys = append(keys, s.key())
+		}
+		if got := strings.Join(keys, " "); got != c.want {
+			t.Errorf("%q:\n got %s\nwant %s", c.args, got, c.want)
+		}
 	}
 	for _, bad := range [][]string{
 		{"-inputs", "kafka"}, {"-sync", "sometimes"}, {"-series", "0"}, {"-series", "x"},

@@ -44,6 +44,7 @@ type options struct {
 	rate, udpRate         float64
 	half, keep, quick     bool
 	subBaseline           bool
+	mqttQueued            bool
 	recoveryBytes         size
 	forward               int64
 	timeout, interval     time.Duration
@@ -114,6 +115,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.tcpBatch, "tcp-batch", 700, "lines per TCP write (700 lines are about 64 KiB)")
 	fs.IntVar(&o.httpBatch, "http-batch", 5000, "lines per HTTP request body")
 	fs.Int64Var(&o.mqttAhead, "mqtt-ahead", 200_000, "MQTT publishers wait while they are this many points ahead of what the agent has persisted, so that the broker does not pile up gigabytes (0: no limit)")
+	fs.BoolVar(&o.mqttQueued, "mqtt-queued", true, "also run each MQTT scenario with its messages published while the agent is down and queued by the broker, timed from the agent's start (ignored with -rate)")
 	fs.BoolVar(&o.subBaseline, "sub-baseline", false, "also time the mqtt 1/msg load into mosquitto_sub instead of the agent: the broker's and publishers' own limit on this machine (needs mosquitto-clients)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "HTTP requests due in this first part of a run are left out of the ack latency percentiles (the agent's heap and pools grow from nothing then); the report gives the whole run's p99 too")
 	fs.IntVar(&o.udpBatch, "udp-batch", 40, "lines per UDP datagram")
@@ -221,15 +223,23 @@ func (o options) scenarios() []scenario {
 				switch in {
 				case "mqtt", "mqtt1", "mqtt100":
 					base.Input = "mqtt"
+					var shapes []scenario
 					if in != "mqtt100" {
 						s := base
 						s.PerMsg, s.Points = 1, o.mqttMessages
-						out = append(out, s)
+						shapes = append(shapes, s)
 					}
 					if in != "mqtt1" {
 						s := base
 						s.PerMsg, s.Points = 100, o.points/100*100
+						shapes = append(shapes, s)
+					}
+					for _, s := range shapes {
 						out = append(out, s)
+						if o.mqttQueued && o.rate == 0 {
+							s.Queued = true
+							out = append(out, s)
+						}
 					}
 				case "udp":
 					if o.udpRate > 0 {

@@ -19,12 +19,20 @@ type scenario struct {
 	Points int64   // points per run
 	Rate   float64 // points/s; 0 = as fast as the agent takes them
 	Half   bool    // an HTTP run at half the rate sustained into DuckDB, for latency
+	// Queued: MQTT messages published while the agent is down, queued by
+	// the broker for its persistent session, and timed from the agent's
+	// start until DuckDB holds them all: catching up after a restart or an
+	// outage, with the broker only delivering.
+	Queued bool
 }
 
 func (s scenario) name() string {
 	n := s.Input
 	if s.Input == "mqtt" {
 		n = fmt.Sprintf("mqtt %d/msg", s.PerMsg)
+	}
+	if s.Queued {
+		n += ", queued while the agent was down"
 	}
 	if s.Rate > 0 {
 		n += " @ " + num(s.Rate) + " points/s"
@@ -210,11 +218,20 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 		return res, err
 	}
 
-	cpu0, err := procCPU(a.pid())
-	if err != nil {
-		return res, fmt.Errorf("read the agent's CPU time: %w", err)
+	var cpu0 float64 // a restarted agent's CPU counts from its exec, start-up included
+	var start time.Time
+	var queued sendResult
+	if sc.Queued {
+		if a, start, queued, err = queueThenRestart(ctx, e, sc, a, br, gen, dir, cfg); err != nil {
+			return res, err
+		}
+		defer a.kill()
+	} else {
+		if cpu0, err = procCPU(a.pid()); err != nil {
+			return res, fmt.Errorf("read the agent's CPU time: %w", err)
+		}
+		start = time.Now()
 	}
-	start := time.Now()
 	smp := startSampler(a, start, e.interval)
 	l := load{gen: gen, points: sc.Points, workers: e.conns, pace: pacer{start: start, rate: sc.Rate}, warmup: e.warmup}
 	var sent sendResult
@@ -229,6 +246,10 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 		l.batch = e.udpBatch
 		sent, err = sendUDP(ctx, fmt.Sprintf("127.0.0.1:%d", cfg.UDP), l)
 	case "mqtt":
+		if sc.Queued {
+			sent = queued // published before the agent started
+			break
+		}
 		l.batch, l.paho, l.ahead, l.progress = sc.PerMsg, e.paho, e.mqttAhead, a.persistedPoints
 		sent, err = sendMQTT(ctx, br.Addr, l)
 	default:
@@ -294,6 +315,37 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 		res.BrokerDrops = br.dropped()
 	}
 	return res, nil
+}
+
+// queueThenRestart stops the agent a, whose persistent session the broker
+// keeps, publishes every message of sc, and starts the agent again on the
+// same data directory. It returns the new agent, when it was started, and
+// what was published.
+func queueThenRestart(ctx context.Context, e env, sc scenario, a *agentProc, br *broker, gen lineGen,
+	dir string, cfg agentConfig) (*agentProc, time.Time, sendResult, error) {
+	if err := a.stop(time.Minute); err != nil {
+		return nil, time.Time{}, sendResult{}, err
+	}
+	pub := load{gen: gen, points: sc.Points, workers: e.conns, batch: sc.PerMsg, pace: pacer{start: time.Now()}, paho: e.paho}
+	sent, err := sendMQTT(ctx, br.Addr, pub)
+	if err != nil {
+		return nil, time.Time{}, sent, fmt.Errorf("%s: publish while the agent is down: %w", sc.name(), err)
+	}
+	if br.dropped() {
+		return nil, time.Time{}, sent, fmt.Errorf("%s: mosquitto dropped queued messages:\n%s", sc.name(), br.log())
+	}
+	start := time.Now()
+	b, err := startAgent(e.bin, dir, cfg)
+	if err != nil {
+		return nil, time.Time{}, sent, err
+	}
+	// The clock runs from the exec: the drain may begin before the admin
+	// API answers, which is all that is waited for here.
+	if _, err := b.waitFor("/health", 2*time.Minute); err != nil {
+		b.kill()
+		return nil, time.Time{}, sent, err
+	}
+	return b, start, sent, nil
 }
 
 // pollPeriod is how often the bench asks /stats whether a phase is over.
