@@ -182,7 +182,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	switch {
 	case len(o.inputs) == 0 && o.recoveryBytes == 0 && o.forward == 0 && !o.subBaseline:
-		return o, errors.New("nothing to run: -inputs is empty and -recovery-bytes and -forward are 0")
+		return o, errors.New("nothing to run: -inputs is empty, -recovery-bytes and -forward are 0 and -sub-baseline is off")
 	case o.forward < 0:
 		return o, fmt.Errorf("-forward %d: must be 0 (skip) or a number of points", o.forward)
 	case len(o.syncs) == 0 || len(o.series) == 0:

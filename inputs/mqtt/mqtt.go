@@ -131,6 +131,8 @@ type batch struct {
 	bytes int // payload bytes
 }
 
+func (b *batch) reset() { b.items, b.bytes = b.items[:0], 0 }
+
 func (b *batch) add(it item) {
 	b.items = append(b.items, it)
 	b.bytes += it.size
@@ -400,7 +402,7 @@ func (in *Input) drain() {
 	var b storage.Batch
 	b.Source = Source
 	for {
-		bt.items, bt.bytes = bt.items[:0], 0
+		bt.reset()
 		select {
 		case it := <-in.queue:
 			bt.add(it)
@@ -412,7 +414,7 @@ func (in *Input) drain() {
 					return
 				}
 				in.store(&b, bt.items)
-				bt.items, bt.bytes = bt.items[:0], 0
+				bt.reset()
 			}
 		}
 		in.gather(&bt)
