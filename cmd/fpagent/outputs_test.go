@@ -101,20 +101,32 @@ func TestOutputWiring(t *testing.T) {
 		t.Fatalf("the target received %q", got)
 	}
 
-	_, body := get(t, "http://"+a.adminAddr+"/stats")
-	var st struct {
-		Outputs map[string]struct {
-			Type       string `json:"type"`
-			SentPoints uint64 `json:"sent_points"`
-			Retries    uint64 `json:"retries"`
-			Healthy    bool   `json:"healthy"`
-		} `json:"outputs"`
+	// The forwarder marks itself healthy when the send returns and saves
+	// its cursor after that, so the figures settle a moment later.
+	type outputStats struct {
+		Type       string `json:"type"`
+		SentPoints uint64 `json:"sent_points"`
+		Retries    uint64 `json:"retries"`
+		Healthy    bool   `json:"healthy"`
+		LagRecords uint64 `json:"lag_records"`
 	}
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		t.Fatal(err)
-	}
-	if o := st.Outputs["central"]; o.Type != "influx" || o.SentPoints != 1 || o.Retries == 0 || !o.Healthy {
-		t.Fatalf("/stats outputs: %s", body)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		_, body := get(t, "http://"+a.adminAddr+"/stats")
+		var st struct {
+			Outputs map[string]outputStats `json:"outputs"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatal(err)
+		}
+		o := st.Outputs["central"]
+		if o.Type == "influx" && o.SentPoints == 1 && o.Retries > 0 && o.Healthy && o.LagRecords == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/stats outputs after 10 s: %s", body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	_, metrics := get(t, "http://"+a.adminAddr+"/metrics")
 	for _, want := range []string{
