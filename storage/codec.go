@@ -44,7 +44,7 @@ func encodeBatch(dst []byte, b *Batch) []byte {
 	dst = appendStr(dst, b.Source)
 	dst = binary.AppendUvarint(dst, uint64(len(b.Points)))
 	for i := range b.Points {
-		dst = encodePoint(dst, &b.Points[i])
+		dst = encodePoint(dst, &b.Points[i], b.Normalized)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(b.Rejects)))
 	for i := range b.Rejects {
@@ -59,8 +59,10 @@ func encodeBatch(dst []byte, b *Batch) []byte {
 	return dst
 }
 
-func encodePoint(dst []byte, p *Point) []byte {
-	if isCanonicalKey(p) {
+// encodePoint appends p's WAL form to dst: its key alone when canonical
+// (known to be, or checked), else key, measurement and tags.
+func encodePoint(dst []byte, p *Point, canonical bool) []byte {
+	if canonical || isCanonicalKey(p) {
 		dst = append(dst, flagCanonicalKey)
 		dst = appendStr(dst, p.Key)
 	} else {

@@ -1,6 +1,9 @@
 package storage
 
-import "testing"
+import (
+	"bytes"
+	"testing"
+)
 
 // FuzzIsCanonicalKey checks isCanonicalKey against its definition:
 // key == SeriesKey(measurement, tags).
@@ -32,7 +35,7 @@ func BenchmarkAppendFieldsJSON(b *testing.B) {
 	pts := benchPoints(64, 64, 0)
 	raws := make([]rawPoint, len(pts))
 	for i := range pts {
-		d := decoder{b: encodePoint(nil, &pts[i])}
+		d := decoder{b: encodePoint(nil, &pts[i], false)}
 		if d.point(&raws[i]); d.err != nil {
 			b.Fatal(d.err)
 		}
@@ -66,7 +69,7 @@ func TestAppendFieldsJSONTypedShapes(t *testing.T) {
 	for i, fields := range pts {
 		p := Point{Key: "m", Measurement: "m", Fields: fields, Time: 1}
 		var raw rawPoint
-		d := decoder{b: encodePoint(nil, &p)}
+		d := decoder{b: encodePoint(nil, &p, false)}
 		if d.point(&raw); d.err != nil {
 			t.Fatal(d.err)
 		}
@@ -84,5 +87,20 @@ func TestAppendFieldsJSONTypedShapes(t *testing.T) {
 		if s.types[k] != v {
 			t.Errorf("type of %q is %v, want %v", k, s.types[k], v)
 		}
+	}
+}
+
+// A batch marked Normalized encodes exactly as the same batch unmarked when
+// the promise holds: the mark only skips the checks.
+func TestEncodeNormalizedBatch(t *testing.T) {
+	pts := benchPoints(50, 7, 0)
+	pts = append(pts, Point{Measurement: "a b,c", Tags: []Tag{{"k=1", "v 2"}, {"z", "\\"}}, Fields: []Field{{"f", StringValue("x")}}, Time: 3})
+	for i := range pts {
+		pts[i].Normalize()
+	}
+	checked := encodeBatch(nil, &Batch{Source: "test", Points: pts})
+	trusted := encodeBatch(nil, &Batch{Source: "test", Points: pts, Normalized: true})
+	if !bytes.Equal(checked, trusted) {
+		t.Fatalf("encodings differ:\n%q\n%q", checked, trusted)
 	}
 }

@@ -99,6 +99,11 @@ type Batch struct {
 	Source  string
 	Points  []Point
 	Rejects []Reject
+	// Normalized is the producer's promise that Normalize would change
+	// none of the points and that each Key is SeriesKey(Measurement, Tags),
+	// as lineproto.Parse makes them. The store then skips checking both,
+	// which is a twentieth of the agent's CPU under line protocol.
+	Normalized bool
 }
 
 // Normalize sorts tags by key, resolves duplicate tag and field keys as

@@ -331,7 +331,9 @@ func (s *Store) writeBatch(ctx context.Context, b *Batch, wait bool) error {
 		if err := validatePoint(p); err != nil {
 			return fmt.Errorf("point %d: %w", i, err)
 		}
-		p.Normalize()
+		if !b.Normalized {
+			p.Normalize()
+		}
 	}
 	if wait {
 		if err := s.waitForRoom(ctx); err != nil {

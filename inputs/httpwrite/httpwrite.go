@@ -136,7 +136,8 @@ func NewHandler(opts Options, sink inputs.Sink, counters *inputs.Counters, log *
 	h := &Handler{opts: opts, sink: sink, counters: counters, log: log.With("input", "http"),
 		slots: make(chan struct{}, opts.MaxConcurrent)}
 	h.bufs.New = func() any { return new(bytes.Buffer) }
-	h.batches.New = func() any { return new(storage.Batch) }
+	// A batch holds lineproto.Parse's points only.
+	h.batches.New = func() any { return &storage.Batch{Normalized: true} }
 	return h, nil
 }
 

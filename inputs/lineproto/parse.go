@@ -59,8 +59,9 @@ type Meta struct {
 // storage.Reject for each line that cannot be parsed to b.Rejects. It returns
 // how many of each it appended. Points are normalized (tags sorted, duplicate
 // keys resolved last-wins, Key set to the canonical series key). Nothing
-// appended refers to data, so the caller may reuse it. Parse is safe for
-// concurrent use.
+// appended refers to data, so the caller may reuse it. A batch that holds
+// only Parse's points may be marked storage.Batch.Normalized (FuzzParse
+// checks that promise). Parse is safe for concurrent use.
 func Parse(b *storage.Batch, data []byte, m Meta) (points, rejects int) {
 	var p *parser
 	select {

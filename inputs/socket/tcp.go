@@ -351,6 +351,7 @@ func (lc *lineCutter) cut(buf, tail []byte, reject func(line int, payload []byte
 // than by backpressure.
 func (t *TCP) write(chunks <-chan chunk, peer string) error {
 	b := batcher{sink: t.sink, counters: t.counters, log: t.log.With("peer", peer)}
+	b.batch.Normalized = true // it holds lineproto.Parse's points only
 	meta := lineproto.Meta{Source: "tcp", Origin: peer, Precision: t.opts.Precision, MaxRejectBytes: t.opts.MaxRejectBytes}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()

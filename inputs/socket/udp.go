@@ -242,6 +242,7 @@ func countLines(b []byte) uint64 {
 func (u *UDP) write() {
 	defer u.wg.Done()
 	b := batcher{sink: u.sink, counters: u.counters, log: u.log}
+	b.batch.Normalized = true // it holds lineproto.Parse's points only
 	meta := lineproto.Meta{Source: "udp", Precision: u.opts.Precision, MaxRejectBytes: u.opts.MaxRejectBytes}
 	var lastPeer netip.AddrPort
 	timer := time.NewTimer(time.Hour)
