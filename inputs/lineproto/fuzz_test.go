@@ -56,6 +56,13 @@ func FuzzParse(f *testing.F) {
 		if r1, r2, r3 := rejects(b1.Rejects), rejects(b2.Rejects), rejects(b3.Rejects); r1 != r2 || r2 != r3 {
 			t.Fatalf("rejects differ:\ncold:\n%s\nwarm:\n%s\ndecoder alone:\n%s", r1, r2, r3)
 		}
+		// A parser kept across inputs, as the pool keeps them, carries
+		// what earlier inputs left in its caches into this one.
+		var b4 storage.Batch
+		acrossInputs.parse(&b4, in, &m)
+		if json4 := points(t, b4.Points); !bytes.Equal(json4, json3) {
+			t.Fatalf("a parser warmed by earlier inputs parses differently:\n%s\ndecoder alone:\n%s", json4, json3)
+		}
 		for i := range in {
 			in[i] = '#'
 		}
@@ -64,6 +71,10 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// acrossInputs is FuzzParse's parser that every input of a fuzz worker
+// shares. A finding it makes may need the inputs before it to reproduce.
+var acrossInputs = newParser()
 
 func points(t *testing.T, ps []storage.Point) []byte {
 	t.Helper()

@@ -480,6 +480,10 @@ func (p *parser) decode(dec *lineprotocol.Decoder, data []byte, pt *storage.Poin
 	}
 	var cacheKey []byte
 	var s *series
+	// fresh is a series first seen on this line. It is cached only once
+	// the whole line decodes: a rejected line gives its part of the tag
+	// slab back, and the next series' tags would overwrite fresh's.
+	var fresh *series
 	if raw != nil {
 		cacheKey = raw
 		if len(m.Tags) > 0 {
@@ -513,11 +517,8 @@ func (p *parser) decode(dec *lineprotocol.Decoder, data []byte, pt *storage.Poin
 		}
 		pt.Key = storage.SeriesKey(pt.Measurement, pt.Tags)
 		if cacheKey != nil {
-			if len(p.series) >= seriesMaxEntries {
-				clear(p.series)
-			}
 			s = &series{measurement: pt.Measurement, tags: pt.Tags, key: pt.Key}
-			p.series[string(cacheKey)] = s
+			fresh = s
 		}
 	}
 	n := 0
@@ -562,17 +563,22 @@ func (p *parser) decode(dec *lineprotocol.Decoder, data []byte, pt *storage.Poin
 	if err != nil {
 		return decodeErr(err)
 	}
-	if ts == nil {
-		pt.Time = defTime
-		return nil
+	pt.Time = defTime
+	if ts != nil {
+		t, reason := parseTime(ts, unit)
+		if reason != "" {
+			// ts is a slice of data (the decoder never copies a timestamp), so its
+			// capacity tells where it starts.
+			return &lineErr{off: cap(data) - cap(ts), reason: reason}
+		}
+		pt.Time = t
 	}
-	t, reason := parseTime(ts, unit)
-	if reason != "" {
-		// ts is a slice of data (the decoder never copies a timestamp), so its
-		// capacity tells where it starts.
-		return &lineErr{off: cap(data) - cap(ts), reason: reason}
+	if fresh != nil {
+		if len(p.series) >= seriesMaxEntries {
+			clear(p.series)
+		}
+		p.series[string(cacheKey)] = fresh
 	}
-	pt.Time = t
 	return nil
 }
 

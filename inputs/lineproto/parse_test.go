@@ -37,6 +37,29 @@ func TestKeysAndPayloadTags(t *testing.T) {
 	f("cpu,host=a v=1 0", db, "cpu,db=telegraf,host=a")
 }
 
+// A line rejected after its series section decoded must not leave that
+// series cached: its tags lived in the part of the tag slab the rejection
+// gives back, which the next new series overwrites. (Found by the MQTT
+// FuzzParse, whose parsers stay warm across inputs.)
+func TestRejectedLineLeavesNoSeries(t *testing.T) {
+	for _, bad := range []string{"v=oops 0", "v=1 12x", "v=1,w 0", "v=1 99999999999999999999"} {
+		p := newParser()
+		for _, in := range []string{
+			"cpu,host=a " + bad + "\nmem,zone=z v=1 0\ncpu,host=a v=2 1\n",
+			"cpu,host=a v=3 2\n", // a later payload, on the warm parser
+		} {
+			var b storage.Batch
+			p.parse(&b, []byte(in), &Meta{})
+			for _, pt := range b.Points {
+				checkPoint(t, pt)
+			}
+			if len(b.Rejects) > 0 && len(b.Points) != 2 {
+				t.Errorf("%q: %d points, want 2", in, len(b.Points))
+			}
+		}
+	}
+}
+
 func TestRejectDetails(t *testing.T) {
 	var b storage.Batch
 	long := "cpu v=" + strings.Repeat("x", 3000)
