@@ -8,7 +8,8 @@ import (
 )
 
 // FuzzParse feeds arbitrary payloads to every format: no panic, every point
-// is one storage takes, every reject has a reason, and the counts match.
+// is one storage takes, normalized with its canonical key, every reject has
+// a reason, and the counts match.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"cpu,host=a v=1 1", "cpu v=", `{"a": {"b": 1}, "t": 1700000000}`, `[{"v": 1}, 2, null]`,
@@ -48,9 +49,7 @@ func FuzzParse(f *testing.F) {
 				if reason := invalid(&pt); reason != "" {
 					t.Fatalf("%s: invalid point %+v: %s", s.Format, pt, reason)
 				}
-				if pt.Key == "" {
-					t.Fatalf("%s: point without key %+v", s.Format, pt)
-				}
+				checkNormalized(t, pt)
 			}
 			for _, rj := range b.Rejects {
 				if rj.Reason == "" || len(rj.Payload) > 64 {

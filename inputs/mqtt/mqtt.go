@@ -399,8 +399,9 @@ func (in *Input) onMessage(m Message) {
 func (in *Input) drain() {
 	defer close(in.done)
 	bt := batch{items: make([]item, 0, in.opt.MaxInflight)}
-	var b storage.Batch
-	b.Source = Source
+	// Every format's points are normalized, their keys made by SeriesKey
+	// (FuzzParse checks it).
+	b := storage.Batch{Source: Source, Normalized: true}
 	for {
 		bt.reset()
 		select {
