@@ -247,7 +247,10 @@ type gate struct {
 	stopped   chan struct{}
 }
 
-const gatePoll = 20 * time.Millisecond
+// gatePoll is how often the gate reads the agent's /metrics: each read
+// costs the agent about half a millisecond of CPU, and 200,000 points of
+// slack last over 300 ms even at 600,000 points/s.
+const gatePoll = 50 * time.Millisecond
 
 func startGate(ctx context.Context, l load, r *reserver) *gate {
 	g := &gate{ahead: l.ahead, per: int64(l.batch), r: r, done: make(chan struct{}), stopped: make(chan struct{})}
