@@ -473,3 +473,12 @@ func TestSubBaselineReport(t *testing.T) {
 		t.Errorf("no %q in:\n%s", want, b.String())
 	}
 }
+
+func TestSubBaselineReportAllFailed(t *testing.T) {
+	rep := report{SubBaseline: &subBaseline{Messages: 150_000}}
+	var b strings.Builder
+	rep.writeMarkdown(&b)
+	if want := "Broker baseline: every mosquitto_sub run failed"; !strings.Contains(b.String(), want) || strings.Contains(b.String(), "(median of 0 runs") {
+		t.Errorf("no %q in:\n%s", want, b.String())
+	}
+}

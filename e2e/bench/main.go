@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -291,6 +292,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.subBaseline || slices.ContainsFunc(scs, func(s scenario) bool { return s.Input == "mqtt" }) {
 		if e.mosquitto, err = findMosquitto(); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
+			return 2
+		}
+	}
+	if o.subBaseline {
+		// Said now rather than after every other run.
+		if _, err := exec.LookPath("mosquitto_sub"); err != nil {
+			fmt.Fprintln(stderr, "bench:", errNoMosquittoSub)
 			return 2
 		}
 	}

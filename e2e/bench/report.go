@@ -258,7 +258,9 @@ func (rep report) writeMarkdown(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	if b := rep.SubBaseline; b != nil {
+	if b := rep.SubBaseline; b != nil && len(b.Rates) == 0 {
+		fmt.Fprintf(w, "Broker baseline: every mosquitto_sub run failed (the bench's log says why).\n\n")
+	} else if b != nil {
 		fmt.Fprintf(w, "Broker baseline: the mqtt 1/msg load (%s messages, the same publishers) into `mosquitto_sub -q 1 -c` as the only subscriber, no agent: %s messages/s (median of %d runs: %s; mosquitto_sub used %s CPU s).\n\n",
 			num(float64(b.Messages)), num(median(b.Rates)), len(b.Rates), joinNums(b.Rates), dec(median(b.SubCPU), 2))
 	}

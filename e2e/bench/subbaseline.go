@@ -19,10 +19,12 @@ type subBaseline struct {
 	SubCPU   []float64 // mosquitto_sub's CPU seconds per run
 }
 
+var errNoMosquittoSub = errors.New("-sub-baseline needs mosquitto_sub: apt-get install mosquitto-clients")
+
 func runSubBaseline(e env, messages int64) (float64, float64, error) {
 	sub, err := exec.LookPath("mosquitto_sub")
 	if err != nil {
-		return 0, 0, errors.New("-sub-baseline needs mosquitto_sub: apt-get install mosquitto-clients")
+		return 0, 0, errNoMosquittoSub
 	}
 	dir, err := e.runDir("sub-baseline-")
 	if err != nil {
