@@ -248,8 +248,9 @@ type gate struct {
 }
 
 // gatePoll is how often the gate reads the agent's /metrics: each read
-// costs the agent about half a millisecond of CPU, and 200,000 points of
-// slack last over 300 ms even at 600,000 points/s.
+// costs the agent about a millisecond of CPU (1.5 gzipped), 2% of a core
+// at this interval, and 200,000 points of slack last over 300 ms even at
+// 600,000 points/s.
 const gatePoll = 50 * time.Millisecond
 
 func startGate(ctx context.Context, l load, r *reserver) *gate {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fpagent/fpagent/inputs/sinktest"
 	"github.com/fpagent/fpagent/storage"
 )
 
@@ -28,30 +29,13 @@ func render(t *testing.T, in, precision string) []string {
 	}
 	var out []string
 	for _, p := range b.Points {
-		checkPoint(t, p)
+		sinktest.CheckNormalized(t, p)
 		out = append(out, string(p.AppendJSON(nil)))
 	}
 	for _, rj := range b.Rejects {
 		out = append(out, fmt.Sprintf("reject line %d: %s", rj.Line, rj.Reason))
 	}
 	return out
-}
-
-// checkPoint fails unless p is what the store accepts: a measurement, at
-// least one field, and normalized exactly as storage.Point.Normalize does.
-func checkPoint(t testing.TB, p storage.Point) {
-	t.Helper()
-	if p.Measurement == "" || len(p.Fields) == 0 {
-		t.Fatalf("invalid point %+v", p)
-	}
-	q := p
-	q.Key = ""
-	q.Tags = append([]storage.Tag(nil), p.Tags...)
-	q.Fields = append([]storage.Field(nil), p.Fields...)
-	q.Normalize()
-	if q.Key != p.Key || fmt.Sprint(q.Tags) != fmt.Sprint(p.Tags) || fmt.Sprint(q.Fields) != fmt.Sprint(p.Fields) {
-		t.Fatalf("point not normalized:\n got %+v\nwant %+v", p, q)
-	}
 }
 
 // TestConformance follows the line-protocol reference

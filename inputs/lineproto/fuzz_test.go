@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fpagent/fpagent/inputs/sinktest"
 	"github.com/fpagent/fpagent/storage"
 )
 
@@ -80,7 +81,7 @@ func points(t *testing.T, ps []storage.Point) []byte {
 	t.Helper()
 	var out []byte
 	for _, p := range ps {
-		checkPoint(t, p)
+		sinktest.CheckNormalized(t, p)
 		out = append(p.AppendJSON(out), ' ')
 		out = append(out, p.Key...)
 		out = append(out, '\n')

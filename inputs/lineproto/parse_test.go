@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fpagent/fpagent/inputs/sinktest"
 	"github.com/fpagent/fpagent/storage"
 )
 
@@ -18,7 +19,7 @@ func TestKeysAndPayloadTags(t *testing.T) {
 		Parse(&b, []byte(in), Meta{Tags: tags})
 		var got []string
 		for _, p := range b.Points {
-			checkPoint(t, p)
+			sinktest.CheckNormalized(t, p)
 			got = append(got, p.Key)
 		}
 		if strings.Join(got, "\n") != strings.Join(wantKeys, "\n") {
@@ -51,7 +52,7 @@ func TestRejectedLineLeavesNoSeries(t *testing.T) {
 			var b storage.Batch
 			p.parse(&b, []byte(in), &Meta{})
 			for _, pt := range b.Points {
-				checkPoint(t, pt)
+				sinktest.CheckNormalized(t, pt)
 			}
 			if len(b.Rejects) > 0 && len(b.Points) != 2 {
 				t.Errorf("%q: %d points, want 2", in, len(b.Points))
@@ -131,7 +132,7 @@ func TestManyPoints(t *testing.T) {
 		t.Fatalf("got %d points, %d rejects", n, r)
 	}
 	for _, p := range b.Points {
-		checkPoint(t, p)
+		sinktest.CheckNormalized(t, p)
 	}
 }
 
@@ -162,7 +163,7 @@ func TestWideLines(t *testing.T) {
 	if len(p.Tags) != 5 || len(p.Fields) != 5 || p.Fields[0].Value.Int() != 19995 {
 		t.Errorf("got %d tags, %d fields, first %v", len(p.Tags), len(p.Fields), p.Fields[0])
 	}
-	checkPoint(t, p)
+	sinktest.CheckNormalized(t, p)
 }
 
 func TestSimpleFloatMatchesStrconv(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fpagent/fpagent/inputs/sinktest"
 	"github.com/fpagent/fpagent/storage"
 )
 
@@ -49,7 +50,7 @@ func FuzzParse(f *testing.F) {
 				if reason := invalid(&pt); reason != "" {
 					t.Fatalf("%s: invalid point %+v: %s", s.Format, pt, reason)
 				}
-				checkNormalized(t, pt)
+				sinktest.CheckNormalized(t, pt)
 			}
 			for _, rj := range b.Rejects {
 				if rj.Reason == "" || len(rj.Payload) > 64 {

@@ -1,12 +1,12 @@
 package mqtt
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fpagent/fpagent/inputs/sinktest"
 	"github.com/fpagent/fpagent/storage"
 )
 
@@ -38,7 +38,7 @@ func check(t *testing.T, sub Subscription, topic, payload string, wantPoints []s
 	var got []string
 	for _, pt := range b.Points {
 		got = append(got, render(pt))
-		checkNormalized(t, pt)
+		sinktest.CheckNormalized(t, pt)
 		if reason := invalid(&pt); reason != "" {
 			t.Errorf("point %s is invalid: %s", render(pt), reason)
 		}
@@ -60,20 +60,6 @@ func check(t *testing.T, sub Subscription, topic, payload string, wantPoints []s
 }
 
 const rt = "1700000000000000000" // recvTime in ns
-
-// checkNormalized fails unless pt is as Normalize leaves it, with the
-// canonical key: the input marks its batches storage.Batch.Normalized.
-func checkNormalized(t testing.TB, pt storage.Point) {
-	t.Helper()
-	q := pt
-	q.Key = ""
-	q.Tags = append([]storage.Tag(nil), pt.Tags...)
-	q.Fields = append([]storage.Field(nil), pt.Fields...)
-	q.Normalize()
-	if q.Key != pt.Key || fmt.Sprint(q.Tags) != fmt.Sprint(pt.Tags) || fmt.Sprint(q.Fields) != fmt.Sprint(pt.Fields) {
-		t.Fatalf("point not normalized:\n got %+v\nwant %+v", pt, q)
-	}
-}
 
 func TestInfluxPayloads(t *testing.T) {
 	sub := Subscription{Topic: "sensors/#", Format: "influx"}
