@@ -214,10 +214,15 @@ func shErr(name string, args ...string) (string, error) {
 	return string(out), err
 }
 
-// freePort returns a TCP port on 127.0.0.1 that is free for TCP and UDP now.
+// freePort returns a TCP port on 127.0.0.1 that is free for TCP and UDP now
+// and that it has not returned before: the kernel may hand one ephemeral
+// port to two listeners opened and closed one after the other, and an agent
+// given one port for two inputs refuses its config.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for i := 0; i < 20; i++ {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for i := 0; i < 100; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -227,12 +232,20 @@ func freePort(t *testing.T) int {
 		l.Close()
 		if err == nil {
 			u.Close()
-			return port
+			if !portsGiven[port] {
+				portsGiven[port] = true
+				return port
+			}
 		}
 	}
 	t.Fatal("no free port on 127.0.0.1")
 	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // ports are the listeners a test agent uses instead of the defaults, so that
 // it does not meet another agent on this machine.
