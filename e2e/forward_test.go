@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fpagent/fpagent/internal/testport"
 )
 
 // fwdLoad writes uniquely numbered points to an agent's HTTP input and
@@ -336,7 +338,7 @@ func TestForwardMQTTUnderKills(t *testing.T) {
 // budget, either keeps ingestion going by dropping its oldest unsent data
 // (drop_oldest, counted and logged) or pushes back on writers (block).
 func TestOutputBudget(t *testing.T) {
-	dead := freePort(t) // nothing listens here
+	dead := testport.Free(t) // nothing listens here
 	for _, policy := range []string{"drop_oldest", "block"} {
 		t.Run(policy, func(t *testing.T) {
 			dir := t.TempDir()

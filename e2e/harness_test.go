@@ -21,6 +21,8 @@ import (
 	"time"
 
 	_ "github.com/duckdb/duckdb-go/v2"
+
+	"github.com/fpagent/fpagent/internal/testport"
 )
 
 // agentBin is the binary under test, built once by TestMain.
@@ -43,35 +45,6 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago and
-// that it has not returned before: the kernel may hand the same ephemeral
-// port to two listeners opened and closed one after the other, and an agent
-// given one port for two inputs refuses its config (seen in CI).
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !portsGiven[port] {
-			portsGiven[port] = true
-			return port
-		}
-	}
-	t.Fatal("no free port in 100 tries that was not handed out before")
-	return 0
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
 
 // agent is one running fpagent process.
 type agent struct {
@@ -96,7 +69,7 @@ type agent struct {
 type agentPorts struct{ Admin, HTTP, TCP, UDP int }
 
 func newPorts(t testing.TB) agentPorts {
-	return agentPorts{Admin: freePort(t), HTTP: freePort(t), TCP: freePort(t), UDP: freePort(t)}
+	return agentPorts{Admin: testport.Free(t), HTTP: testport.Free(t), TCP: testport.Free(t), UDP: testport.Free(t)}
 }
 
 // baseConfig is a config for an agent in dir with the given ports; extra is
@@ -357,7 +330,7 @@ func startMosquitto(t testing.TB, dir string, port int) *mosquitto {
 		}
 	}
 	if port == 0 {
-		port = freePort(t)
+		port = testport.Free(t)
 	}
 	m := &mosquitto{t: t, Port: port, Addr: fmt.Sprintf("tcp://127.0.0.1:%d", port), conf: filepath.Join(dir, "mosquitto.conf"), log: &lockedBuffer{}}
 	conf := fmt.Sprintf(`listener %d 127.0.0.1

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/fpagent/fpagent/internal/testport"
 )
 
 // The MQTT benchmarks publish through mosquitto on its default settings
@@ -184,7 +186,7 @@ func waitPersisted(b testing.TB, a *agent, want uint64, timeout time.Duration) (
 func startDefaultMosquitto(b testing.TB, dir string) string {
 	b.Helper()
 	bin := mosquittoPath(b)
-	port := freePort(b)
+	port := testport.Free(b)
 	conf := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n%s", port, os.Getenv("MQTT_BENCH_EXTRA"))), 0o644); err != nil {
 		b.Fatal(err)

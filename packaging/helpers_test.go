@@ -217,7 +217,8 @@ func shErr(name string, args ...string) (string, error) {
 // freePort returns a TCP port on 127.0.0.1 that is free for TCP and UDP now
 // and that it has not returned before: the kernel may hand one ephemeral
 // port to two listeners opened and closed one after the other, and an agent
-// given one port for two inputs refuses its config.
+// given one port for two inputs refuses its config. It is internal/testport.Free
+// of the agent's module, which this module does not depend on.
 func freePort(t *testing.T) int {
 	t.Helper()
 	portsMu.Lock()

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/fpagent/fpagent/internal/config"
+	"github.com/fpagent/fpagent/internal/testport"
 )
 
 // With good and bad input mixed, every input's counters add up, /stats and
@@ -135,7 +136,7 @@ func TestMetricsAndAccounting(t *testing.T) {
 func TestMQTTBrokerDown(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.Inputs.MQTT.Enabled = true
-	cfg.Inputs.MQTT.Brokers = []string{"tcp://" + freePort(t)}
+	cfg.Inputs.MQTT.Brokers = []string{"tcp://" + testport.Addr(t)}
 	cfg.Inputs.MQTT.ClientID = "fpagent-test-broker-down"
 	cfg.Inputs.MQTT.ConnectTimeout = 200 * config.Duration(time.Millisecond)
 	a := newAgent("", cfg, &bytes.Buffer{})

@@ -11,12 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/fpagent/fpagent/internal/testport"
 )
 
 // TestMain lets a test run this very binary as the agent (FPAGENT_TEST_MAIN=1),
@@ -30,34 +31,6 @@ func TestMain(m *testing.M) {
 	// waits for the connect attempt under way; it ends with that attempt.
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/eclipse/paho%2emqtt%2egolang.(*client).Disconnect.func1"))
 }
-
-// freePort returns an address on 127.0.0.1 that was free a moment ago and
-// that it has not returned before: the kernel may hand one ephemeral port to
-// two listeners opened and closed one after the other.
-func freePort(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if !portsGiven[addr] {
-			portsGiven[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("no free port in 100 tries that was not handed out before")
-	return ""
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[string]bool{}
-)
 
 // The agent process: READY=1 once ready, SIGHUP applies log.level, SIGTERM
 // stops cleanly with exit 0 and STOPPING=1.
@@ -87,7 +60,7 @@ func TestProcessSignalsAndNotify(t *testing.T) {
 
 	cfgText := func(level string) string {
 		return fmt.Sprintf("data_dir: %s\nlog: {level: %s}\nadmin: {listen: %s}\ninputs:\n  http: {listen: %s}\n  tcp: {listen: %s}\n  udp: {listen: %s}\n",
-			filepath.Join(dir, "data"), level, freePort(t), freePort(t), freePort(t), freePort(t))
+			filepath.Join(dir, "data"), level, testport.Addr(t), testport.Addr(t), testport.Addr(t), testport.Addr(t))
 	}
 	text := cfgText("info")
 	cfgPath := writeFile(t, dir, "agent.yaml", text)
@@ -152,7 +125,7 @@ func TestSecondSignalKills(t *testing.T) {
 		t.Skip("starts the agent as a process")
 	}
 	dir := t.TempDir()
-	admin := freePort(t)
+	admin := testport.Addr(t)
 	cfgPath := writeFile(t, dir, "agent.yaml", fmt.Sprintf(
 		"data_dir: %s\nadmin: {listen: %s, query_timeout: 30s}\ninputs:\n  http: {enabled: false}\n  tcp: {enabled: false}\n  udp: {enabled: false}\n",
 		filepath.Join(dir, "data"), admin))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"sort"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/fpagent/fpagent/inputs"
 	"github.com/fpagent/fpagent/inputs/sinktest"
+	"github.com/fpagent/fpagent/internal/testport"
 )
 
 // These tests run the real paho client against an in-process mochi broker
@@ -42,16 +42,6 @@ func startMochi(t *testing.T, addr string) *mochi.Server {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // publish sends n QoS 1 line-protocol messages m,i=<i> v=<i> <first+i> to
@@ -135,7 +125,7 @@ func exactly(t *testing.T, sink *sinktest.Sink, n int) {
 }
 
 func TestBrokerQoS1EndToEnd(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testport.Addr(t)
 	b := startMochi(t, addr)
 	defer b.Close()
 	sink := sinktest.New()
@@ -161,7 +151,7 @@ func TestBrokerQoS1EndToEnd(t *testing.T) {
 }
 
 func TestBrokerRestartResubscribes(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testport.Addr(t)
 	b := startMochi(t, addr)
 	sink := sinktest.New()
 	in, c := brokerInput(t, addr, "e2e-restart", sink)
@@ -194,7 +184,7 @@ func TestBrokerRestartResubscribes(t *testing.T) {
 }
 
 func TestBrokerPersistentSessionDeliversQueued(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testport.Addr(t)
 	b := startMochi(t, addr)
 	defer b.Close()
 	sink := sinktest.New()
