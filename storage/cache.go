@@ -51,9 +51,10 @@ func (c *cache) shard(key string) *cacheShard {
 }
 
 // put keeps p under its key unless the cache holds a newer point for it.
-// flushed is the position up to which DuckDB has everything.
-func (c *cache) put(p *Point, pos, flushed uint64) {
-	s := c.shard(p.Key)
+// h is the key's hash under the cache's seed (the series limit computed it
+// already); flushed is the position up to which DuckDB has everything.
+func (c *cache) put(p *Point, h, pos, flushed uint64) {
+	s := &c.shards[h%cacheShards]
 	s.mu.Lock()
 	if e, ok := s.m[p.Key]; ok {
 		if p.Time >= e.time {

@@ -93,6 +93,7 @@ type seriesTable struct {
 	byKey  map[string]*seriesInfo
 	nextID uint32
 	count  *atomic.Int64 // len(byKey), for Stats; nil in tests
+	limit  *seriesLimit  // told of series met in the WAL; nil in tests
 }
 
 // add decodes one WAL record into the batch.
@@ -202,6 +203,10 @@ func (st *seriesTable) create(p *rawPoint) (*seriesInfo, error) {
 	}
 	st.nextID++
 	st.byKey[s.key] = s
+	if st.limit != nil {
+		// A series of the WAL backlog after a restart, accepted before it.
+		st.limit.known(s.key)
+	}
 	if st.count != nil {
 		st.count.Store(int64(len(st.byKey)))
 	}

@@ -37,6 +37,8 @@ type Stats struct {
 	StoreErrors      uint64   `json:"store_errors_total"`
 	CacheEvictions   uint64   `json:"cache_evictions_total"`
 	Series           int64    `json:"series"`
+	SeriesLimit      int64    `json:"series_limit"`
+	SeriesRefused    uint64   `json:"series_limit_refused_points_total"` // points dead-lettered for starting a series past the limit
 	DuckDBFileBytes  int64    `json:"duckdb_file_bytes"`
 	Ready            bool     `json:"ready"`
 	WAL              WALStats `json:"wal"`
@@ -90,6 +92,8 @@ func (s *Store) Stats() Stats {
 		StoreErrors:      s.counters.storeErrors.Load(),
 		CacheEvictions:   s.cache.evictions.Load(),
 		Series:           s.seriesCount.Load(),
+		SeriesLimit:      s.series.max,
+		SeriesRefused:    s.series.refused.Load(),
 		Ready:            s.ready.Load(),
 		WAL: WALStats{
 			FirstPosition: uint64(ws.FirstPosition),
@@ -138,6 +142,8 @@ var (
 	descBackpressure     = mDesc("storage_backpressure_total", "Stores refused because the backlog or the disk was full.")
 	descStoreErrors      = mDesc("storage_store_errors_total", "Stores that failed to reach the WAL.")
 	descSeries           = mDesc("storage_series", "Distinct series known to the store.")
+	descSeriesLimit      = mDesc("storage_series_limit", "Distinct series the store accepts (storage.max_series).")
+	descSeriesRefused    = mDesc("storage_series_limit_refused_points_total", "Points stored as dead letters because they would have started a series past storage.max_series.")
 	descDuckDBBytes      = mDesc("duckdb_file_bytes", "Size of the DuckDB database file.")
 	descReady            = mDesc("storage_ready", "1 once recovery is done.")
 	descWALPosition      = mDesc("wal_last_position", "Position of the newest WAL record.")
@@ -160,7 +166,7 @@ func (s *Store) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheKeys, descCacheEvictions, descPendingRecords, descBacklogBytes,
 		descDiskBudget, descOldest, descStoredPoints, descStoredBatches, descFlushedPoints, descFlushes,
 		descFlushErrors, descLastFlushSeconds, descLastFlushPoints, descRewrites, descDeadLetters,
-		descBackpressure, descStoreErrors, descSeries, descDuckDBBytes, descReady, descWALPosition,
+		descBackpressure, descStoreErrors, descSeries, descSeriesLimit, descSeriesRefused, descDuckDBBytes, descReady, descWALPosition,
 		descCheckpoint, descWALSegments, descWALBytes, descWALActiveBytes, descFsyncs, descFsyncSeconds,
 		descFsyncMax, descCorruptions, descGaps, descWriteErrors, descPreallocated, descPreallocFails} {
 		ch <- d
@@ -196,6 +202,8 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 	c(descBackpressure, float64(st.Backpressure))
 	c(descStoreErrors, float64(st.StoreErrors))
 	g(descSeries, float64(st.Series))
+	g(descSeriesLimit, float64(st.SeriesLimit))
+	c(descSeriesRefused, float64(st.SeriesRefused))
 	g(descDuckDBBytes, float64(st.DuckDBFileBytes))
 	g(descReady, ready)
 	g(descWALPosition, float64(st.WALLastPosition))

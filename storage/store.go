@@ -49,6 +49,7 @@ type Config struct {
 	Sync             wal.SyncPolicy // "always" (default), "interval" or "none"
 	SyncInterval     time.Duration  // with Sync "interval"; default 100ms
 	CacheMaxKeys     int            // keys held in the cache; default 100000
+	MaxSeries        int            // distinct series accepted; points of further series become dead letters; default 100000
 	DiskBudget       int64          // unflushed WAL bytes before stores push back; default 1 GiB
 	StoreTimeout     time.Duration  // how long a store waits under backpressure; default 5s
 	MemoryLimit      string         // DuckDB memory_limit; default "256MB"
@@ -78,6 +79,7 @@ func DefaultConfig() Config {
 		Sync:             wal.SyncAlways,
 		SyncInterval:     100 * time.Millisecond,
 		CacheMaxKeys:     100000,
+		MaxSeries:        100000,
 		DiskBudget:       1 << 30,
 		StoreTimeout:     5 * time.Second,
 		MemoryLimit:      "256MB",
@@ -105,6 +107,7 @@ func (c *Config) applyDefaults() {
 	orDefault(&c.Sync, d.Sync)
 	orDefault(&c.SyncInterval, d.SyncInterval)
 	orDefault(&c.CacheMaxKeys, d.CacheMaxKeys)
+	orDefault(&c.MaxSeries, d.MaxSeries)
 	orDefault(&c.DiskBudget, d.DiskBudget)
 	orDefault(&c.StoreTimeout, d.StoreTimeout)
 	orDefault(&c.MemoryLimit, d.MemoryLimit)
@@ -131,6 +134,7 @@ type Store struct {
 	db     *sql.DB
 	points *pointsFunc // the flush's way into the points table
 	cache  *cache
+	series *seriesLimit
 	feeds  []*Feed
 
 	// inflight counts stores under way, so Close waits for them.
@@ -211,6 +215,7 @@ func Open(dbPath string, cfg Config) (*Store, error) {
 		log.Close()
 		return nil, fmt.Errorf("DuckDB database %s: %w", dbPath, err)
 	}
+	cache := newCache(cfg.CacheMaxKeys)
 	s := &Store{
 		cfg:     cfg,
 		dbPath:  dbPath,
@@ -218,7 +223,8 @@ func Open(dbPath string, cfg Config) (*Store, error) {
 		wal:     log,
 		db:      db,
 		points:  points,
-		cache:   newCache(cfg.CacheMaxKeys),
+		cache:   cache,
+		series:  newSeriesLimit(cfg.MaxSeries, cache.seed),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -275,11 +281,14 @@ func (s *Store) openFlushState(ctx context.Context) (*seriesTable, *writer, erro
 		return nil, nil, err
 	}
 	s.seriesCount.Store(int64(len(byKey)))
+	for key := range byKey {
+		s.series.known(key)
+	}
 	w, err := newWriter(ctx, s.db, s.points)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &seriesTable{byKey: byKey, nextID: next, count: &s.seriesCount}, w, nil
+	return &seriesTable{byKey: byKey, nextID: next, count: &s.seriesCount, limit: s.series}, w, nil
 }
 
 // Ready reports whether recovery is done, and if not, why.
@@ -298,6 +307,9 @@ func (s *Store) Store(ctx context.Context, p Point) error {
 
 // encodeBufs recycles record buffers between stores.
 var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// hashBufs recycles the key hashes of a batch's points.
+var hashBufs = sync.Pool{New: func() any { return new([]uint64) }}
 
 // WriteBatch makes every point and reject of b durable in the WAL under the
 // sync policy, puts the points in the cache, and returns. On error nothing of
@@ -335,6 +347,13 @@ func (s *Store) writeBatch(ctx context.Context, b *Batch, wait bool) error {
 			p.Normalize()
 		}
 	}
+	hp := hashBufs.Get().(*[]uint64)
+	defer hashBufs.Put(hp)
+	if cap(*hp) < len(b.Points) {
+		*hp = make([]uint64, len(b.Points))
+	}
+	hashes := (*hp)[:len(b.Points)]
+	s.series.apply(b, hashes)
 	if wait {
 		if err := s.waitForRoom(ctx); err != nil {
 			return err
@@ -358,7 +377,7 @@ func (s *Store) writeBatch(ctx context.Context, b *Batch, wait bool) error {
 	}
 	flushed := s.checkpoint.Load()
 	for i := range b.Points {
-		s.cache.put(&b.Points[i], uint64(pos), flushed)
+		s.cache.put(&b.Points[i], hashes[i], uint64(pos), flushed)
 	}
 	s.ages.note(uint64(pos))
 	s.counters.storedPoints.Add(uint64(len(b.Points)))

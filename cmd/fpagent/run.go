@@ -485,6 +485,7 @@ func storageConfig(cfg *config.Config, log *slog.Logger, reg prometheus.Register
 		Sync:             wal.SyncPolicy(st.Sync),
 		SyncInterval:     st.SyncInterval.D(),
 		CacheMaxKeys:     st.CacheMaxKeys,
+		MaxSeries:        st.MaxSeries,
 		DiskBudget:       int64(st.DiskBudget),
 		StoreTimeout:     st.StoreTimeout.D(),
 		MemoryLimit:      st.DuckDB.MemoryLimit,

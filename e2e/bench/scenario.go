@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -196,6 +197,9 @@ func runOnce(e env, sc scenario) (res runResult, err error) {
 		return res, err
 	}
 	cfg.Storage = e.storage
+	if sc.Series > 100000 && !strings.Contains(e.storage, "max_series") { // past the default storage.max_series
+		cfg.Storage = fmt.Sprintf("max_series: %d\n%s", sc.Series, cfg.Storage)
+	}
 	var br *broker
 	if sc.Input == "mqtt" {
 		if br, err = startBroker(e.mosquitto, dir, e.brokerConf); err != nil {

@@ -230,6 +230,8 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
+		// The store moves points past its series limit to the rejects.
+		n, nbad = len(b.Points), len(b.Rejects)
 		h.counters.PersistedPoints.Add(uint64(n))
 		h.counters.RejectedPoints.Add(uint64(nbad))
 	}
@@ -238,7 +240,11 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	first := b.Rejects[0]
-	msg = fmt.Sprintf("partial write: line %d: %s: %q", first.Line, first.Reason, cut(first.Payload, 100))
+	if first.Line > 0 {
+		msg = fmt.Sprintf("partial write: line %d: %s: %q", first.Line, first.Reason, cut(first.Payload, 100))
+	} else {
+		msg = fmt.Sprintf("partial write: %s", first.Reason)
+	}
 	if nbad > 1 {
 		msg += fmt.Sprintf("; %d more bad lines", nbad-1)
 	}

@@ -56,6 +56,7 @@ type Storage struct {
 	Sync                 string   `yaml:"sync"`               // always | interval | none
 	SyncInterval         Duration `yaml:"sync_interval"`
 	CacheMaxKeys         int      `yaml:"cache_max_keys"`
+	MaxSeries            int      `yaml:"max_series"`
 	DiskBudget           Size     `yaml:"disk_budget"`
 	StoreTimeout         Duration `yaml:"store_timeout"`
 	DuckDB               DuckDB   `yaml:"duckdb"`
@@ -275,6 +276,7 @@ func Default() *Config {
 			Sync:             "always",
 			SyncInterval:     Duration(100 * time.Millisecond),
 			CacheMaxKeys:     100000,
+			MaxSeries:        100000,
 			DiskBudget:       1 << 30,
 			StoreTimeout:     Duration(5 * time.Second),
 			DuckDB:           DuckDB{MemoryLimit: "256MB", Threads: 1, Nice: 10},

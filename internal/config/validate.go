@@ -103,6 +103,7 @@ func (cfg *Config) validate(lines map[string]int) []Problem {
 		c.positive("storage.sync_interval", s.SyncInterval)
 	}
 	c.atLeast("storage.cache_max_keys", int64(s.CacheMaxKeys), 1, "")
+	c.atLeast("storage.max_series", int64(s.MaxSeries), 1, "")
 	if s.DiskBudget < s.MaxWALSize {
 		c.bad("storage.disk_budget", "%s is smaller than one WAL segment (storage.max_wal_size %s)", s.DiskBudget, s.MaxWALSize)
 	}
