@@ -17,14 +17,15 @@ import (
 	duckdb "github.com/duckdb/duckdb-go/v2"
 )
 
-// The DuckDB schema. readings is the table people query; underneath, the
+// The DuckDB schema. readings is the view people query; underneath, the
 // per-point rows hold only (ts, series_id, fields), and measurement and tags
 // live once per series: appending (ts, key, measurement, tags, fields) per
-// point is about half as fast (see DESIGN.md, "Facts measured").
+// point is about half as fast (see DESIGN.md, "Facts measured"). Points of
+// a few float fields go to tables of DOUBLE columns instead (floatSchema).
 //
-// points.fields is VARCHAR holding JSON text, cast to JSON by the view: the
-// driver re-marshals every value appended to a JSON column, which costs more
-// than the rest of the row.
+// points_json.fields is VARCHAR holding JSON text, cast to JSON by the view:
+// the driver re-marshals every value appended to a JSON column, which costs
+// more than the rest of the row.
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS series (
 		series_id   UINTEGER PRIMARY KEY,
@@ -32,7 +33,7 @@ var schema = []string{
 		measurement VARCHAR NOT NULL,
 		tags        JSON NOT NULL,
 		field_types JSON NOT NULL)`,
-	`CREATE TABLE IF NOT EXISTS points (
+	`CREATE TABLE IF NOT EXISTS points_json (
 		ts        TIMESTAMP_NS NOT NULL,
 		series_id UINTEGER NOT NULL,
 		fields    VARCHAR NOT NULL)`,
@@ -53,9 +54,14 @@ var schema = []string{
 		wal_position UBIGINT NOT NULL,
 		flushed_at   TIMESTAMP NOT NULL)`,
 	`INSERT INTO flush_checkpoint VALUES (1, 0, now()) ON CONFLICT DO NOTHING`,
-	`CREATE OR REPLACE VIEW readings AS
-		SELECT p.ts, s.key, s.measurement, s.tags, p.fields::JSON AS fields, s.field_types
-		FROM points p JOIN series s USING (series_id)`,
+}
+
+// migrateSchema brings a database of an earlier agent to the current
+// schema before it is created: the points table of before the float tables
+// becomes points_json (points is now a view over all point tables).
+var migrateSchema = []string{
+	`DROP VIEW IF EXISTS readings`,
+	`ALTER TABLE points RENAME TO points_json`,
 }
 
 // rowGroupSize is DuckDB's row group size for the database (its default is
@@ -120,7 +126,16 @@ func openDuckDB(path string, memoryLimit string, threads int, exportDir string) 
 		setup = append(setup, fmt.Sprintf("SET allowed_directories = ['%s/']", strings.ReplaceAll(filepath.Clean(abs), "'", "''")))
 	}
 	setup = append(setup, "SET enable_external_access = false")
-	for _, stmt := range append(setup, schema...) {
+	var oldPoints int
+	if err := db.QueryRow(`SELECT count(*) FROM duckdb_tables() WHERE database_name = 'fpagent' AND table_name = 'points'`).Scan(&oldPoints); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("read the schema of DuckDB database %s: %w", path, err)
+	}
+	if oldPoints > 0 {
+		setup = append(setup, migrateSchema...)
+	}
+	setup = append(setup, schema...)
+	for _, stmt := range append(setup, floatSchema()...) {
 		if _, err := db.Exec(stmt); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("set up DuckDB database %s (%s): %w", path, firstLine(stmt), err)
@@ -168,6 +183,10 @@ type seriesInfo struct {
 	typesGen     uint64
 	backwardsGen uint64 // the batch in which it went back in time, if any
 	createdGen   uint64 // the batch that created it: its latest row is inserted, not updated
+	// floatNames are the fields of the series' first point when they were
+	// all floats (series.float_names): points with exactly these go to the
+	// DOUBLE table of their number (see floats.go).
+	floatNames []string
 }
 
 // loadSeries reads every series and the newest timestamp stored; the
@@ -181,7 +200,7 @@ func loadSeries(ctx context.Context, db *sql.DB) (map[string]*seriesInfo, uint32
 	if maxTS.Valid {
 		floor = maxTS.Time.UnixNano()
 	}
-	rows, err := db.QueryContext(ctx, `SELECT series_id, key, measurement, tags::VARCHAR, field_types::VARCHAR FROM series`)
+	rows, err := db.QueryContext(ctx, `SELECT series_id, key, measurement, tags::VARCHAR, field_types::VARCHAR, float_names FROM series`)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read series: %w", err)
 	}
@@ -191,8 +210,17 @@ func loadSeries(ctx context.Context, db *sql.DB) (map[string]*seriesInfo, uint32
 	for rows.Next() {
 		s := &seriesInfo{maxFlushed: floor}
 		var tags, types string
-		if err := rows.Scan(&s.id, &s.key, &s.measurement, &tags, &types); err != nil {
+		var names any // NULL or a list
+		if err := rows.Scan(&s.id, &s.key, &s.measurement, &tags, &types, &names); err != nil {
 			return nil, 0, fmt.Errorf("read series: %w", err)
+		}
+		list, _ := names.([]any)
+		for _, n := range list {
+			name, ok := n.(string)
+			if !ok {
+				return nil, 0, fmt.Errorf("read series %d: float_names holds %T, want strings", s.id, n)
+			}
+			s.floatNames = append(s.floatNames, name)
 		}
 		s.tagsJSON = []byte(tags)
 		s.types = parseTypes(types)
@@ -304,11 +332,14 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 	if err != nil {
 		return err
 	}
-	if len(fb.rewrites) > 0 {
-		if _, err := w.conn.ExecContext(ctx, `DELETE FROM points USING rewrite_stage r
-			WHERE points.series_id = r.series_id AND points.ts = r.ts
-			AND points.ts BETWEEN ? AND ?`, time.Unix(0, fb.rewriteMin).UTC(), time.Unix(0, fb.rewriteMax).UTC()); err != nil {
-			return fmt.Errorf("remove rewritten points: %w", err)
+	for n, table := range pointTables() {
+		if fb.rewriteIn&(1<<n) == 0 {
+			continue
+		}
+		if _, err := w.conn.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %[1]s USING rewrite_stage r
+			WHERE %[1]s.series_id = r.series_id AND %[1]s.ts = r.ts
+			AND %[1]s.ts BETWEEN ? AND ?`, table), time.Unix(0, fb.rewriteMin).UTC(), time.Unix(0, fb.rewriteMax).UTC()); err != nil {
+			return fmt.Errorf("remove rewritten points from %s: %w", table, err)
 		}
 	}
 	if err := w.insertPoints(ctx, fb); err != nil {
@@ -386,7 +417,11 @@ func (w *writer) appendAll(conn driver.Conn, fb *flushBatch) error {
 				if ft == nil {
 					ft = []byte("{}")
 				}
-				if err := a.AppendRow(s.id, s.key, s.measurement, json.RawMessage(s.tagsJSON), json.RawMessage(ft)); err != nil {
+				var names any // NULL: the series' points are JSON
+				if s.floatNames != nil {
+					names = s.floatNames
+				}
+				if err := a.AppendRow(s.id, s.key, s.measurement, json.RawMessage(s.tagsJSON), json.RawMessage(ft), names); err != nil {
 					return err
 				}
 			}
@@ -411,10 +446,17 @@ func (w *writer) appendAll(conn driver.Conn, fb *flushBatch) error {
 	}
 	if len(fb.latest) > 0 {
 		err := withAppender(conn, "latest_stage", func(a *duckdb.Appender) error {
-			var rec []byte
+			var rec, floatFields []byte
 			for _, l := range fb.latest {
-				f := fb.rows[l.row].fields
-				rec = appendRecordJSON(rec[:0], l.series, fb.arena[f.off:f.end], l.ts)
+				r := &fb.rows[l.row]
+				var fields []byte
+				if r.width > 0 {
+					floatFields = l.series.appendFloatFieldsJSON(floatFields[:0], fb.floats[r.fields.off:r.fields.end])
+					fields = floatFields
+				} else {
+					fields = fb.arena[r.fields.off:r.fields.end]
+				}
+				rec = appendRecordJSON(rec[:0], l.series, fields, l.ts)
 				if err := a.AppendRow(l.series.key, time.Unix(0, l.ts).UTC(), rec, l.series.createdGen == fb.gen); err != nil {
 					return err
 				}
@@ -464,14 +506,15 @@ func appendDeadLetters(conn driver.Conn, fb *flushBatch) error {
 // insertPoints inserts the batch's live rows through the flush's table
 // function (see pointsFunc).
 func (w *writer) insertPoints(ctx context.Context, fb *flushBatch) error {
-	if len(fb.rows) == 0 {
-		return nil
-	}
 	w.points.set(fb)
-	_, err := w.conn.ExecContext(ctx, w.points.insert)
-	w.points.set(nil)
-	if err != nil {
-		return fmt.Errorf("insert points: %w", err)
+	defer w.points.set(nil)
+	for width, n := range fb.widths {
+		if n == 0 {
+			continue
+		}
+		if _, err := w.conn.ExecContext(ctx, w.points.insert[width]); err != nil {
+			return fmt.Errorf("insert points into %s: %w", pointTables()[width], err)
+		}
 	}
 	return nil
 }

@@ -14,11 +14,14 @@ import (
 // span is a slice of the flush arena.
 type span struct{ off, end int }
 
-// row is one point on its way into the points table.
+// row is one point on its way into a point table: with width 0 into
+// points_json, fields its JSON in the arena; else into points_f<width>,
+// fields its values in floats.
 type row struct {
 	ts     int64
 	series uint32
 	fields span
+	width  uint8
 	dead   bool // rewritten by a later point of the same flush
 }
 
@@ -40,8 +43,14 @@ type latestRow struct {
 type flushBatch struct {
 	gen        uint64
 	arena      []byte
+	floats     []float64
+	widths     [maxFloatFields + 1]int // rows per width, dead ones included
 	rows       []row
 	rewrites   []rewrite
+	// rewriteIn has bit n set when a rewritten point may be in
+	// points_f<n>, bit 0 for points_json: a series' points are in one or
+	// the other.
+	rewriteIn  uint32
 	rewriteMin int64
 	rewriteMax int64
 	latest     []latestRow
@@ -74,8 +83,11 @@ func (fb *flushBatch) reset(gen uint64, prev *flushBatch) {
 	fb.prev = prev
 	fb.indexed = false
 	fb.arena = fb.arena[:0]
+	fb.floats = fb.floats[:0]
+	fb.widths = [maxFloatFields + 1]int{}
 	fb.rows = fb.rows[:0]
 	fb.rewrites = fb.rewrites[:0]
+	fb.rewriteIn = 0
 	fb.rewriteMin, fb.rewriteMax = math.MaxInt64, math.MinInt64
 	fb.latest = fb.latest[:0]
 	fb.newSeries = fb.newSeries[:0]
@@ -149,17 +161,28 @@ func (fb *flushBatch) addPoint(p *rawPoint, st *seriesTable) error {
 	// stored point: it is removed in the flush transaction first.
 	if p.time <= s.maxFlushed && fb.mayBeStored(s, p.time) {
 		fb.rewrites = append(fb.rewrites, rewrite{s.id, p.time})
+		fb.rewriteIn |= 1 | 1<<len(s.floatNames)
 		fb.rewriteMin = min(fb.rewriteMin, p.time)
 		fb.rewriteMax = max(fb.rewriteMax, p.time)
 	}
-	start := len(fb.arena)
-	fb.arena = appendFieldsJSONTyped(fb.arena, p.fields, p.nfields, s)
+	r := row{ts: p.time, series: s.id}
+	if start := len(fb.floats); s.floatNames != nil {
+		var ok bool
+		if fb.floats, ok = s.appendFloats(fb.floats, p.fields, p.nfields); ok {
+			r.fields, r.width = span{start, len(fb.floats)}, uint8(len(s.floatNames))
+		}
+	}
+	if r.width == 0 {
+		start := len(fb.arena)
+		fb.arena = appendFieldsJSONTyped(fb.arena, p.fields, p.nfields, s)
+		r.fields = span{start, len(fb.arena)}
+	}
 	if s.typesChanged && s.typesGen != fb.gen {
 		s.typesGen = fb.gen
 		fb.retyped = append(fb.retyped, s)
 	}
-	fields := span{start, len(fb.arena)}
-	fb.rows = append(fb.rows, row{ts: p.time, series: s.id, fields: fields})
+	fb.widths[r.width]++
+	fb.rows = append(fb.rows, r)
 	s.batchMax = max(s.batchMax, p.time)
 
 	// latest keeps the newest point per key; on equal times the later write.
@@ -200,6 +223,13 @@ func (st *seriesTable) create(p *rawPoint) (*seriesInfo, error) {
 			s.tagsJSON = appendJSONBytes(s.tagsJSON, t[1])
 		}
 		s.tagsJSON = append(s.tagsJSON, '}')
+	}
+	if s.floatNames = floatShape(p.fields, p.nfields); s.floatNames != nil {
+		// Its points may skip rendering JSON from the first on: the
+		// field types are noted here.
+		for _, name := range s.floatNames {
+			s.noteKind([]byte(name), KindFloat)
+		}
 	}
 	st.nextID++
 	st.byKey[s.key] = s

@@ -13,7 +13,8 @@ import (
 
 // pointsFunc is the table function a flush inserts its points through:
 //
-//	INSERT INTO points SELECT make_timestamp_ns(ts), series_id, fields FROM fpagent_flush_points(<token>)
+//	INSERT INTO points_json SELECT make_timestamp_ns(ts), series_id, fields FROM fpagent_flush_points(<token>, 0)
+//	INSERT INTO points_f3 SELECT make_timestamp_ns(ts), series_id, f1, f2, f3 FROM fpagent_flush_points(<token>, 3)
 //
 // DuckDB pulls the rows a vector of 2048 at a time, and each value is
 // written straight into the vector: the Appender boxes every value into a
@@ -29,7 +30,7 @@ import (
 type pointsFunc struct {
 	name   string
 	token  int64
-	insert string // the statement above
+	insert [maxFloatFields + 1]string // the statements above, by width
 
 	mu sync.Mutex // orders the writer's set/clear with DuckDB's threads reading
 	fb *flushBatch
@@ -38,7 +39,14 @@ type pointsFunc struct {
 func registerPointsFunc(ctx context.Context, db *sql.DB) (*pointsFunc, error) {
 	pf := &pointsFunc{name: "fpagent_flush_points", token: rand.Int64()}
 	// Not prepared: DuckDB binds a table function when it plans the statement.
-	pf.insert = fmt.Sprintf(`INSERT INTO points SELECT make_timestamp_ns(ts), series_id, fields FROM %s(%d)`, pf.name, pf.token)
+	pf.insert[0] = fmt.Sprintf(`INSERT INTO points_json SELECT make_timestamp_ns(ts), series_id, fields FROM %s(%d, 0)`, pf.name, pf.token)
+	for w := 1; w <= maxFloatFields; w++ {
+		cols := ""
+		for i := 1; i <= w; i++ {
+			cols += fmt.Sprintf(", f%d", i)
+		}
+		pf.insert[w] = fmt.Sprintf(`INSERT INTO %s SELECT make_timestamp_ns(ts), series_id%s FROM %s(%d, %d)`, floatTable(w), cols, pf.name, pf.token, w)
+	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, err
@@ -48,8 +56,12 @@ func registerPointsFunc(ctx context.Context, db *sql.DB) (*pointsFunc, error) {
 	if err != nil {
 		return nil, err
 	}
+	integer, err := duckdb.NewTypeInfo(duckdb.TYPE_INTEGER)
+	if err != nil {
+		return nil, err
+	}
 	err = duckdb.RegisterTableUDF(conn, pf.name, duckdb.ChunkTableFunction{
-		Config:        duckdb.TableFunctionConfig{Arguments: []duckdb.TypeInfo{bigint}},
+		Config:        duckdb.TableFunctionConfig{Arguments: []duckdb.TypeInfo{bigint, integer}},
 		BindArguments: pf.bind,
 	})
 	if err != nil {
@@ -66,45 +78,55 @@ func (pf *pointsFunc) set(fb *flushBatch) {
 }
 
 func (pf *pointsFunc) bind(_ map[string]any, args ...any) (duckdb.ChunkTableSource, error) {
-	if len(args) != 1 {
-		return nil, errors.New("fpagent_flush_points takes one argument")
+	if len(args) != 2 {
+		return nil, errors.New("fpagent_flush_points takes two arguments")
 	}
 	token, _ := args[0].(int64)
+	width, _ := args[1].(int32)
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	if token != pf.token || pf.fb == nil {
 		return nil, errors.New("fpagent_flush_points is the flusher's own and cannot be queried")
 	}
-	return &pointsSource{pf: pf, fb: pf.fb}, nil
+	if width < 0 || width > maxFloatFields {
+		return nil, fmt.Errorf("fpagent_flush_points: width %d is out of range", width)
+	}
+	return &pointsSource{pf: pf, fb: pf.fb, width: uint8(width)}, nil
 }
 
 // pointsSource is one scan of a batch's live rows.
 type pointsSource struct {
-	pf   *pointsFunc
-	fb   *flushBatch
-	next int // index into fb.rows
+	pf    *pointsFunc
+	fb    *flushBatch
+	width uint8 // the rows it returns: those of this width
+	next  int   // index into fb.rows
 }
 
-var pointsColumns = func() []duckdb.ColumnInfo {
-	cols := []struct {
-		name string
-		t    duckdb.Type
-	}{{"ts", duckdb.TYPE_BIGINT}, {"series_id", duckdb.TYPE_UINTEGER}, {"fields", duckdb.TYPE_VARCHAR}}
-	infos := make([]duckdb.ColumnInfo, len(cols))
-	for i, c := range cols {
-		t, err := duckdb.NewTypeInfo(c.t)
+// pointsColumns are the function's columns by width: ts, series_id, and
+// fields (JSON text) for width 0, f1 … f<width> (DOUBLE) for the others.
+var pointsColumns = func() (byWidth [maxFloatFields + 1][]duckdb.ColumnInfo) {
+	info := func(name string, t duckdb.Type) duckdb.ColumnInfo {
+		ti, err := duckdb.NewTypeInfo(t)
 		if err != nil {
 			panic(err) // a primitive type: cannot fail
 		}
-		infos[i] = duckdb.ColumnInfo{Name: c.name, T: t}
+		return duckdb.ColumnInfo{Name: name, T: ti}
 	}
-	return infos
+	base := []duckdb.ColumnInfo{info("ts", duckdb.TYPE_BIGINT), info("series_id", duckdb.TYPE_UINTEGER)}
+	byWidth[0] = append(base[:2:2], info("fields", duckdb.TYPE_VARCHAR))
+	for w := 1; w <= maxFloatFields; w++ {
+		byWidth[w] = base[:2:2]
+		for i := 1; i <= w; i++ {
+			byWidth[w] = append(byWidth[w], info(fmt.Sprintf("f%d", i), duckdb.TYPE_DOUBLE))
+		}
+	}
+	return byWidth
 }()
 
-func (ps *pointsSource) ColumnInfos() []duckdb.ColumnInfo { return pointsColumns }
+func (ps *pointsSource) ColumnInfos() []duckdb.ColumnInfo { return pointsColumns[ps.width] }
 
 func (ps *pointsSource) Cardinality() *duckdb.CardinalityInfo {
-	return &duckdb.CardinalityInfo{Cardinality: uint(len(ps.fb.rows))}
+	return &duckdb.CardinalityInfo{Cardinality: uint(ps.fb.widths[ps.width])}
 }
 
 func (ps *pointsSource) Init() {}
@@ -120,7 +142,7 @@ func (ps *pointsSource) FillChunk(c duckdb.DataChunk) error {
 	fb, n, capacity := ps.fb, 0, duckdb.GetDataChunkCapacity()
 	for ; ps.next < len(fb.rows) && n < capacity; ps.next++ {
 		r := &fb.rows[ps.next]
-		if r.dead {
+		if r.dead || r.width != ps.width {
 			continue
 		}
 		if err := duckdb.SetChunkValue(c, 0, n, r.ts); err != nil {
@@ -129,8 +151,16 @@ func (ps *pointsSource) FillChunk(c duckdb.DataChunk) error {
 		if err := duckdb.SetChunkValue(c, 1, n, r.series); err != nil {
 			return err
 		}
-		if err := duckdb.SetChunkValue(c, 2, n, fb.arena[r.fields.off:r.fields.end]); err != nil {
-			return err
+		if r.width == 0 {
+			if err := duckdb.SetChunkValue(c, 2, n, fb.arena[r.fields.off:r.fields.end]); err != nil {
+				return err
+			}
+		} else {
+			for i, v := range fb.floats[r.fields.off:r.fields.end] {
+				if err := duckdb.SetChunkValue(c, 2+i, n, v); err != nil {
+					return err
+				}
+			}
 		}
 		n++
 	}

@@ -442,18 +442,20 @@ func TestFlushFunctionIsPrivate(t *testing.T) {
 	defer s.Close()
 	mustStore(t, s, pt("m,a=1", 1, 1))
 	mustFlush(t, s)
-	for _, token := range []int64{0, 1, s.points.token + 1} {
-		q := fmt.Sprintf(`SELECT count(*) FROM %s(%d)`, s.points.name, token)
-		var n int
-		err := s.DB().QueryRow(q).Scan(&n)
-		if err == nil || !strings.Contains(err.Error(), "cannot be queried") {
-			t.Errorf("%s: %d rows, error %v; want it refused", q, n, err)
+	for _, width := range []int{0, 1} {
+		for _, token := range []int64{0, 1, s.points.token + 1} {
+			q := fmt.Sprintf(`SELECT count(*) FROM %s(%d, %d)`, s.points.name, token, width)
+			var n int
+			err := s.DB().QueryRow(q).Scan(&n)
+			if err == nil || !strings.Contains(err.Error(), "cannot be queried") {
+				t.Errorf("%s: %d rows, error %v; want it refused", q, n, err)
+			}
 		}
-	}
-	// Even with the token, there is nothing outside a flush.
-	q := fmt.Sprintf(`SELECT count(*) FROM %s(%d)`, s.points.name, s.points.token)
-	if err := s.DB().QueryRow(q).Scan(new(int)); err == nil {
-		t.Errorf("%s outside a flush succeeded", q)
+		// Even with the token, there is nothing outside a flush.
+		q := fmt.Sprintf(`SELECT count(*) FROM %s(%d, %d)`, s.points.name, s.points.token, width)
+		if err := s.DB().QueryRow(q).Scan(new(int)); err == nil {
+			t.Errorf("%s outside a flush succeeded", q)
+		}
 	}
 	if n := queryInt(t, s.DB(), `SELECT count(*) FROM readings`); n != 1 {
 		t.Errorf("readings holds %d rows, want 1", n)
