@@ -45,7 +45,7 @@ func TestFloatTables(t *testing.T) {
 	}{
 		{"a", floatFields("x", 1.5, "y", -2.25), "points_f2"},
 		{"a", floatFields("x", 1e21, "y", 1e-7), "points_f2"},
-		{"a", floatFields("x", 3.0), "points_json"},                    // fewer fields
+		{"a", floatFields("x", 3.0), "points_json"},                     // fewer fields
 		{"a", floatFields("x", 3.0, "y", 4.0, "z", 5.0), "points_json"}, // more
 		{"a", floatFields("x", 3.0, "z", 4.0), "points_json"},           // others
 		{"a", floatFields("x", 3, "y", 4.0), "points_json"},             // an integer

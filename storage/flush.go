@@ -41,12 +41,12 @@ type latestRow struct {
 // flushBatch is one flush transaction being built from WAL records. It is
 // reused from flush to flush so that a steady flow allocates little.
 type flushBatch struct {
-	gen        uint64
-	arena      []byte
-	floats     []float64
-	widths     [maxFloatFields + 1]int // rows per width, dead ones included
-	rows       []row
-	rewrites   []rewrite
+	gen      uint64
+	arena    []byte
+	floats   []float64
+	widths   [maxFloatFields + 1]int // rows per width, dead ones included
+	rows     []row
+	rewrites []rewrite
 	// rewriteIn has bit n set when a rewritten point may be in
 	// points_f<n>, bit 0 for points_json: a series' points are in one or
 	// the other.
