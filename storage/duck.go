@@ -192,8 +192,13 @@ type seriesInfo struct {
 // loadSeries reads every series and the newest timestamp stored; the
 // latter stands in for each series' own maximum until the series is flushed.
 func loadSeries(ctx context.Context, db *sql.DB) (map[string]*seriesInfo, uint32, error) {
+	// From the tables: the points view joins series for the DOUBLE rows.
+	parts := make([]string, 0, maxFloatFields+1)
+	for _, t := range pointTables() {
+		parts = append(parts, "SELECT max(ts) AS m FROM "+t)
+	}
 	var maxTS sql.NullTime
-	if err := db.QueryRowContext(ctx, `SELECT max(ts) FROM points`).Scan(&maxTS); err != nil {
+	if err := db.QueryRowContext(ctx, `SELECT max(m) FROM (`+strings.Join(parts, " UNION ALL ")+`)`).Scan(&maxTS); err != nil {
 		return nil, 0, fmt.Errorf("read newest point time: %w", err)
 	}
 	floor := int64(math.MinInt64)
