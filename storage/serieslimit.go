@@ -87,22 +87,19 @@ func (l *seriesLimit) admit(h uint64) bool {
 	return true
 }
 
-// apply moves every point of b that would start a series beyond the limit
-// into b.Rejects, as a dead letter holding the point's JSON record, and
-// returns how many it moved. The other points keep their order, and
-// hashes[i] is the key hash of the i-th of them; hashes must have room for
-// every point.
-func (l *seriesLimit) apply(b *Batch, hashes []uint64) int {
+// apply moves every point of b whose key k did not admit into b.Rejects, as
+// a dead letter holding the point's JSON record, and returns how many it
+// moved. The other points keep their order, and k.groups follows them.
+func (l *seriesLimit) apply(b *Batch, k *batchKeys) int {
 	kept, moved := 0, 0
 	var now int64
 	for i := range b.Points {
 		p := &b.Points[i]
-		h := maphash.String(l.seed, p.Key)
-		if l.admit(h) {
+		if g := k.groups[i]; k.slots[g].ok {
 			if kept != i {
 				b.Points[kept] = *p
+				k.groups[kept] = g
 			}
-			hashes[kept] = h
 			kept++
 			continue
 		}
@@ -123,6 +120,7 @@ func (l *seriesLimit) apply(b *Batch, hashes []uint64) int {
 	}
 	clear(b.Points[kept:]) // let the moved points' strings go
 	b.Points = b.Points[:kept]
+	k.groups = k.groups[:kept]
 	l.refused.Add(uint64(moved))
 	return moved
 }

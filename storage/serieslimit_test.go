@@ -24,7 +24,7 @@ func writeKeys(t *testing.T, s *Store, ts int64, keys ...string) *Batch {
 	return b
 }
 
-func batchKeys(b *Batch) []string {
+func keptKeys(b *Batch) []string {
 	var keys []string
 	for _, p := range b.Points {
 		keys = append(keys, p.Key)
@@ -56,7 +56,7 @@ func TestSeriesLimit(t *testing.T) {
 	for i, st := range steps {
 		b := writeKeys(t, s, ts, st.keys...)
 		ts += 100
-		if got := batchKeys(b); strings.Join(got, " ") != strings.Join(st.kept, " ") {
+		if got := keptKeys(b); strings.Join(got, " ") != strings.Join(st.kept, " ") {
 			t.Errorf("step %d: kept %v, want %v", i, got, st.kept)
 		}
 		if len(b.Rejects) != st.refused {
@@ -94,7 +94,7 @@ func TestSeriesLimit(t *testing.T) {
 	defer s.Close()
 	waitReady(t, s)
 	b := writeKeys(t, s, ts, "m,k=b", "m,k=f")
-	if got := batchKeys(b); len(got) != 1 || got[0] != "m,k=b" || len(b.Rejects) != 1 {
+	if got := keptKeys(b); len(got) != 1 || got[0] != "m,k=b" || len(b.Rejects) != 1 {
 		t.Errorf("after restart: kept %v with %d rejects, want [m,k=b] and 1", got, len(b.Rejects))
 	}
 }
@@ -115,7 +115,7 @@ func TestSeriesLimitCountsTheWALBacklog(t *testing.T) {
 	defer s.Close()
 	waitReady(t, s)
 	b := writeKeys(t, s, 100, "m,k=c", "m,k=a")
-	if got := batchKeys(b); len(got) != 1 || got[0] != "m,k=a" || len(b.Rejects) != 1 {
+	if got := keptKeys(b); len(got) != 1 || got[0] != "m,k=a" || len(b.Rejects) != 1 {
 		t.Errorf("kept %v with %d rejects, want [m,k=a] and 1", got, len(b.Rejects))
 	}
 }

@@ -308,9 +308,6 @@ func (s *Store) Store(ctx context.Context, p Point) error {
 // encodeBufs recycles record buffers between stores.
 var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
-// hashBufs recycles the key hashes of a batch's points.
-var hashBufs = sync.Pool{New: func() any { return new([]uint64) }}
-
 // WriteBatch makes every point and reject of b durable in the WAL under the
 // sync policy, puts the points in the cache, and returns. On error nothing of
 // b was stored. It normalizes b's points in place. It does not keep b.
@@ -347,13 +344,10 @@ func (s *Store) writeBatch(ctx context.Context, b *Batch, wait bool) error {
 			p.Normalize()
 		}
 	}
-	hp := hashBufs.Get().(*[]uint64)
-	defer hashBufs.Put(hp)
-	if cap(*hp) < len(b.Points) {
-		*hp = make([]uint64, len(b.Points))
-	}
-	hashes := (*hp)[:len(b.Points)]
-	s.series.apply(b, hashes)
+	keys := batchKeysPool.Get().(*batchKeys)
+	defer keys.release()
+	keys.group(b.Points, s.cache.seed, s.series.admit)
+	s.series.apply(b, keys)
 	if wait {
 		if err := s.waitForRoom(ctx); err != nil {
 			return err
@@ -376,8 +370,12 @@ func (s *Store) writeBatch(ctx context.Context, b *Batch, wait bool) error {
 		return fmt.Errorf("append to WAL: %w", err)
 	}
 	flushed := s.checkpoint.Load()
-	for i := range b.Points {
-		s.cache.put(&b.Points[i], hashes[i], uint64(pos), flushed)
+	// The cache keeps the newest point per key: only that one of each.
+	keys.pickNewest(b.Points)
+	for _, j := range keys.used {
+		if g := &keys.slots[j]; g.best >= 0 {
+			s.cache.put(&b.Points[g.best], g.hash, uint64(pos), flushed)
+		}
 	}
 	s.ages.note(uint64(pos))
 	s.counters.storedPoints.Add(uint64(len(b.Points)))
