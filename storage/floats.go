@@ -87,8 +87,8 @@ func floatShape(enc []byte, n int) []string {
 }
 
 // appendFloats appends the values of a point of s whose fields are exactly
-// s.floatNames, all floats, and reports whether they were; on false dst is
-// returned as it came.
+// s.floatNames, all finite floats, and reports whether they were; on false
+// dst is returned as it came.
 func (s *seriesInfo) appendFloats(dst []float64, enc []byte, n int) ([]float64, bool) {
 	if n != len(s.floatNames) {
 		return dst, false
@@ -99,7 +99,11 @@ func (s *seriesInfo) appendFloats(dst []float64, enc []byte, n int) ([]float64, 
 		if string(d.bytes("field key")) != s.floatNames[i] || Kind(d.byte1("field kind")) != KindFloat {
 			return dst[:start], false
 		}
-		dst = append(dst, math.Float64frombits(d.u64("float")))
+		v := math.Float64frombits(d.u64("float"))
+		if v-v != 0 { // NaN or ±Inf: JSON null, which a DOUBLE row cannot say
+			return dst[:start], false
+		}
+		dst = append(dst, v)
 	}
 	if d.err != nil {
 		return dst[:start], false

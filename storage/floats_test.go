@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -50,6 +51,7 @@ func TestFloatTables(t *testing.T) {
 		{"a", floatFields("x", 3.0, "z", 4.0), "points_json"},           // others
 		{"a", floatFields("x", 3, "y", 4.0), "points_json"},             // an integer
 		{"a", floatFields("x", 0.1, "y", 0.2), "points_f2"},
+		{"a", floatFields("x", math.NaN(), "y", math.Inf(1)), "points_json"}, // null in JSON
 		{"b", floatFields("s", "on"), "points_json"}, // a string first: never floats
 		{"b", floatFields("s", 1.0), "points_json"},
 		{"c", floatFields("we\"ird\\key", 7.25), "points_f1"},
