@@ -52,7 +52,7 @@ func TestFloatTables(t *testing.T) {
 		{"a", floatFields("x", 3, "y", 4.0), "points_json"},             // an integer
 		{"a", floatFields("x", 0.1, "y", 0.2), "points_f2"},
 		{"a", floatFields("x", math.NaN(), "y", math.Inf(1)), "points_json"}, // null in JSON
-		{"b", floatFields("s", "on"), "points_json"}, // a string first: never floats
+		{"b", floatFields("s", "on"), "points_json"},                         // a string first: never floats
 		{"b", floatFields("s", 1.0), "points_json"},
 		{"c", floatFields("we\"ird\\key", 7.25), "points_f1"},
 		{"d", floatFields(many[:2*maxFloatFields]...), fmt.Sprintf("points_f%d", maxFloatFields)},
