@@ -187,6 +187,9 @@ type seriesInfo struct {
 	// all floats (series.float_names): points with exactly these go to the
 	// DOUBLE table of their number (see floats.go).
 	floatNames []string
+	// floatKinds: types holds floatNames as floats. A point rendered as
+	// JSON may change a kind, and the next DOUBLE row notes them again.
+	floatKinds bool
 }
 
 // loadSeries reads every series and the newest timestamp stored; the

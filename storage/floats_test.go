@@ -199,3 +199,34 @@ func TestMigrateToFloatTables(t *testing.T) {
 		t.Errorf("a points table is left: %s", tables)
 	}
 }
+
+// field_types follows the last kind of each field for series of DOUBLE rows
+// too, whose points skip the JSON rendering that notes the kinds.
+func TestFloatSeriesFieldTypes(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, testConfig(dir))
+	defer s.Close()
+	waitReady(t, s)
+	steps := []struct {
+		v    Value
+		want string
+	}{
+		{FloatValue(1), `{"v":"float"}`},
+		{IntValue(2), `{"v":"integer"}`},
+		{FloatValue(3), `{"v":"float"}`},
+	}
+	for i, st := range steps {
+		mustStore(t, s, Point{Measurement: "m", Fields: []Field{{"v", st.v}}, Time: int64(i + 1)})
+		mustFlush(t, s)
+		var types string
+		if err := s.DB().QueryRow(`SELECT field_types::VARCHAR FROM series WHERE key = 'm'`).Scan(&types); err != nil {
+			t.Fatal(err)
+		}
+		if types != st.want {
+			t.Errorf("after point %d: field_types %s, want %s", i+1, types, st.want)
+		}
+	}
+	if n := queryInt(t, s.DB(), `SELECT count(*) FROM points_f1`); n != 2 {
+		t.Errorf("%d DOUBLE rows, want 2", n)
+	}
+}

@@ -170,12 +170,19 @@ func (fb *flushBatch) addPoint(p *rawPoint, st *seriesTable) error {
 		var ok bool
 		if fb.floats, ok = s.appendFloats(fb.floats, p.fields, p.nfields); ok {
 			r.fields, r.width = span{start, len(fb.floats)}, uint8(len(s.floatNames))
+			if !s.floatKinds { // a JSON point changed a kind since
+				for _, name := range s.floatNames {
+					s.noteKind([]byte(name), KindFloat)
+				}
+				s.floatKinds = true
+			}
 		}
 	}
 	if r.width == 0 {
 		start := len(fb.arena)
 		fb.arena = appendFieldsJSONTyped(fb.arena, p.fields, p.nfields, s)
 		r.fields = span{start, len(fb.arena)}
+		s.floatKinds = false
 	}
 	if s.typesChanged && s.typesGen != fb.gen {
 		s.typesGen = fb.gen
@@ -224,13 +231,7 @@ func (st *seriesTable) create(p *rawPoint) (*seriesInfo, error) {
 		}
 		s.tagsJSON = append(s.tagsJSON, '}')
 	}
-	if s.floatNames = floatShape(p.fields, p.nfields); s.floatNames != nil {
-		// Its points may skip rendering JSON from the first on: the
-		// field types are noted here.
-		for _, name := range s.floatNames {
-			s.noteKind([]byte(name), KindFloat)
-		}
-	}
+	s.floatNames = floatShape(p.fields, p.nfields)
 	st.nextID++
 	st.byKey[s.key] = s
 	if st.limit != nil {
