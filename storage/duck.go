@@ -197,7 +197,7 @@ type seriesInfo struct {
 func loadSeries(ctx context.Context, db *sql.DB) (map[string]*seriesInfo, uint32, error) {
 	// From the tables: the points view joins series for the DOUBLE rows.
 	parts := make([]string, 0, maxFloatFields+1)
-	for _, t := range pointTables() {
+	for _, t := range pointTables {
 		parts = append(parts, "SELECT max(ts) AS m FROM "+t)
 	}
 	var maxTS sql.NullTime
@@ -340,7 +340,7 @@ func (w *writer) commit(ctx context.Context, fb *flushBatch) (err error) {
 	if err != nil {
 		return err
 	}
-	for n, table := range pointTables() {
+	for n, table := range pointTables {
 		if fb.rewriteIn&(1<<n) == 0 {
 			continue
 		}
@@ -521,7 +521,7 @@ func (w *writer) insertPoints(ctx context.Context, fb *flushBatch) error {
 			continue
 		}
 		if _, err := w.conn.ExecContext(ctx, w.points.insert[width]); err != nil {
-			return fmt.Errorf("insert points into %s: %w", pointTables()[width], err)
+			return fmt.Errorf("insert points into %s: %w", pointTables[width], err)
 		}
 	}
 	return nil

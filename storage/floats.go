@@ -56,14 +56,15 @@ func floatSchema() []string {
 		`CREATE OR REPLACE VIEW readings AS `+strings.Join(readingsParts, "\n\tUNION ALL "))
 }
 
-// pointTables lists every table that holds points.
-func pointTables() []string {
+// pointTables lists every table that holds points, the table of width n
+// at index n.
+var pointTables = func() []string {
 	t := []string{"points_json"}
 	for n := 1; n <= maxFloatFields; n++ {
 		t = append(t, floatTable(n))
 	}
 	return t
-}
+}()
 
 // floatShape returns the field names of a point whose fields are all
 // floats, 1 to maxFloatFields of them, or nil.
@@ -71,17 +72,16 @@ func floatShape(enc []byte, n int) []string {
 	if n < 1 || n > maxFloatFields {
 		return nil
 	}
-	d := decoder{b: enc}
+	fields := decodeFields(enc, n)
+	if len(fields) != n {
+		return nil
+	}
 	names := make([]string, n)
-	for i := range n {
-		names[i] = string(d.bytes("field key"))
-		if Kind(d.byte1("field kind")) != KindFloat {
+	for i, f := range fields {
+		if f.Value.Kind != KindFloat {
 			return nil
 		}
-		d.u64("float")
-	}
-	if d.err != nil {
-		return nil
+		names[i] = f.Key
 	}
 	return names
 }

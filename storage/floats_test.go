@@ -76,7 +76,7 @@ func TestFloatTables(t *testing.T) {
 		p := &pts[i]
 		var table string
 		var got string
-		for _, tb := range pointTables() {
+		for _, tb := range pointTables {
 			var fields string
 			err := s.DB().QueryRow(fmt.Sprintf(`SELECT fields::VARCHAR FROM points p JOIN series s USING (series_id)
 				WHERE s.key = ? AND p.ts = make_timestamp_ns(?) AND EXISTS (SELECT 1 FROM %s t WHERE t.series_id = p.series_id AND t.ts = p.ts)`, tb), p.Key, p.Time).Scan(&fields)
