@@ -88,9 +88,9 @@ func (l *seriesLimit) admit(h uint64) bool {
 }
 
 // apply moves every point of b whose key k did not admit into b.Rejects, as
-// a dead letter holding the point's JSON record, and returns how many it
-// moved. The other points keep their order, and k.groups follows them.
-func (l *seriesLimit) apply(b *Batch, k *batchKeys) int {
+// a dead letter holding the point's JSON record. The other points keep their
+// order, and k.groups follows them.
+func (l *seriesLimit) apply(b *Batch, k *batchKeys) {
 	kept, moved := 0, 0
 	var now int64
 	for i := range b.Points {
@@ -116,11 +116,10 @@ func (l *seriesLimit) apply(b *Batch, k *batchKeys) int {
 		})
 	}
 	if moved == 0 {
-		return 0
+		return
 	}
 	clear(b.Points[kept:]) // let the moved points' strings go
 	b.Points = b.Points[:kept]
 	k.groups = k.groups[:kept]
 	l.refused.Add(uint64(moved))
-	return moved
 }
