@@ -138,6 +138,18 @@ func TestCodecRoundTrip(t *testing.T) {
 
 func FuzzDecodeBatch(f *testing.F) {
 	f.Add(encodeBatch(nil, testBatch()))
+	floats := &Batch{Source: "s"}
+	for i, fields := range [][]Field{
+		{{"a", FloatValue(1.5)}, {"b", FloatValue(-2)}},
+		{{"a", FloatValue(1e21)}, {"b", FloatValue(0.1)}},
+		{{"a", FloatValue(3)}},                                // fewer: JSON
+		{{"a", FloatValue(math.NaN())}, {"b", FloatValue(1)}}, // NaN: JSON
+	} {
+		p := Point{Measurement: "m", Tags: []Tag{{"k", "v"}}, Fields: fields, Time: int64(i)}
+		p.Normalize()
+		floats.Points = append(floats.Points, p)
+	}
+	f.Add(encodeBatch(nil, floats))
 	f.Add([]byte{1, 0, 1, 1, 0})
 	f.Add([]byte{1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, rec []byte) {
@@ -153,10 +165,28 @@ func FuzzDecodeBatch(f *testing.F) {
 		var fb flushBatch
 		fb.reset(1, nil)
 		st := &seriesTable{byKey: map[string]*seriesInfo{}, nextID: 1}
-		_ = fb.add(rec, 1, st)
-		for _, r := range fb.rows {
-			if !json.Valid(fb.arena[r.fields.off:r.fields.end]) {
-				t.Fatalf("fields JSON is invalid: %q", fb.arena[r.fields.off:r.fields.end])
+		if fb.add(rec, 1, st) != nil {
+			return
+		}
+		byID := map[uint32]*seriesInfo{}
+		for _, s := range st.byKey {
+			byID[s.id] = s
+		}
+		// One row per point, in order; whichever table it is bound for,
+		// its fields render as the decoded point's do.
+		if len(fb.rows) != len(b.Points) {
+			t.Fatalf("%d rows for %d points", len(fb.rows), len(b.Points))
+		}
+		for i, r := range fb.rows {
+			got := fb.arena[r.fields.off:r.fields.end]
+			if r.width > 0 {
+				got = byID[r.series].appendFloatFieldsJSON(nil, fb.floats[r.fields.off:r.fields.end])
+			}
+			if want := AppendFieldsJSON(nil, b.Points[i].Fields); string(got) != string(want) {
+				t.Fatalf("row %d (width %d): fields %s, want %s", i, r.width, got, want)
+			}
+			if !json.Valid(got) {
+				t.Fatalf("fields JSON is invalid: %q", got)
 			}
 		}
 	})
