@@ -111,18 +111,14 @@ func (s *seriesInfo) appendFloats(dst []float64, enc []byte, n int) ([]float64, 
 	return dst, true
 }
 
-// appendFloatFieldsJSON renders the fields of a DOUBLE row as
-// appendFieldsJSONTyped renders them: the point's JSON record is the same
-// whichever table holds it.
+// appendFloatFieldsJSON renders the fields of a DOUBLE row through
+// AppendFieldsJSON, as the point they came from renders: the point's JSON
+// record is the same whichever table holds it.
 func (s *seriesInfo) appendFloatFieldsJSON(dst []byte, vals []float64) []byte {
-	dst = append(dst, '{')
+	var buf [maxFloatFields]Field // vals has at most maxFloatFields
+	fields := buf[:len(vals)]
 	for i, v := range vals {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendJSONString(dst, s.floatNames[i])
-		dst = append(dst, ':')
-		dst = appendFloatJSON(dst, v)
+		fields[i] = Field{Key: s.floatNames[i], Value: FloatValue(v)}
 	}
-	return append(dst, '}')
+	return AppendFieldsJSON(dst, fields)
 }
